@@ -1,0 +1,75 @@
+"""Data sources, all returned as ``ImageSet``: CIFAR-10, synthetic shapes, scikit-learn digits,
+or a user's own ``.pt`` file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from lpl.data.cifar10 import load_cifar10
+from lpl.data.images import ImageSet
+from lpl.data.shapes import load_shapes
+from lpl.io import load_torch
+from lpl.validation import LPLError, validate_inputs
+
+BUILTIN = ("cifar10", "shapes", "digits")
+DATASET_HELP = "cifar10, shapes (generated), digits (scikit-learn, 8x8) or a .pt file {'images', 'labels'[, 'frames']}"
+
+
+def load_digits_set(train: bool) -> ImageSet:
+    """scikit-learn's 8x8 handwritten digits (1797 images), a fixed 75/25 split."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.from_numpy(digits.images).float().div_(16.0).unsqueeze(1)
+    labels = torch.from_numpy(digits.target).long()
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    cut = int(0.75 * len(labels))
+    keep = order[:cut] if train else order[cut:]
+    return ImageSet(images[keep], labels[keep], tuple(str(i) for i in range(10)))
+
+
+def load_file_set(path: Path, train: bool) -> ImageSet:
+    """A user's file: images (N, C, H, W) uint8 or float32 in [0, 1]; last 20% is the test split.
+
+    With ``frames`` > 1, images are consecutive frames of sequences and the split keeps whole
+    sequences together.
+    """
+    blob = load_torch(path, "data file")
+    if not isinstance(blob, dict) or "images" not in blob or "labels" not in blob:
+        raise LPLError(f"data file {path} must hold a dict with 'images' (N, C, H, W) and 'labels' (N,)")
+    images, labels, frames = blob["images"], blob["labels"], int(blob.get("frames", 1))
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise LPLError(f"'images' in {path} must be a (N, C, H, W) tensor, got "
+                       f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
+    if images.dtype != torch.uint8:
+        validate_inputs(images, name=f"images in {path}")
+    if not isinstance(labels, torch.Tensor) or labels.shape != (len(images),):
+        raise LPLError(f"'labels' in {path} must be a tensor of shape ({len(images)},)")
+    if len(images) % frames:
+        raise LPLError(f"{len(images)} images in {path} do not split into sequences of {frames} frames")
+    cut = (len(images) // frames) * 4 // 5 * frames
+    part = slice(0, cut) if train else slice(cut, None)
+    return ImageSet(images[part], labels[part].long(), frames=frames)
+
+
+def load_dataset(name: str, train: bool, data_dir: str | None = None, download: bool = True) -> ImageSet:
+    """One split of a named data set or a file path (see ``DATASET_HELP``)."""
+    if name == "cifar10":
+        return load_cifar10(data_dir, train=train, download=download)
+    if name == "shapes":
+        return load_shapes(train=train)
+    if name == "digits":
+        return load_digits_set(train)
+    if name.endswith(".pt"):
+        return load_file_set(Path(name), train)
+    raise LPLError(f"unknown data set {name!r}; choose {DATASET_HELP}")
+
+
+def validate_image_set(data: ImageSet, expected_features: int, name: str) -> None:
+    """Float images are checked in full (dtype, finite, [0, 1], size); uint8 ones for size."""
+    if data.images.dtype == torch.uint8:
+        validate_inputs(data.flat_float(1), expected_features, name)
+    else:
+        validate_inputs(data.images.reshape(len(data), -1), expected_features, name)

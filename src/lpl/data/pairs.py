@@ -1,0 +1,57 @@
+"""Batches of temporally correlated pairs, drawn from an ImageSet by a seeded, resumable stream."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from lpl.data.augment import WeakAugment, WeakAugmentSpec
+from lpl.data.images import ImageSet, to_unit_float
+from lpl.validation import LPLError
+
+PairMode = Literal["auto", "augment", "temporal"]
+
+
+class PairStream:
+    """Draws (2, B, D) float32 batches: earlier views ``[0]`` and later views ``[1]``.
+
+    - ``temporal``: consecutive frames ``t`` and ``t + 1`` of the same sequence;
+    - ``augment``: two independent weak augmentations of the same image;
+    - ``auto``: temporal when the data has sequences, else augment.
+    The stream owns its random generator; ``state_dict`` makes a run resumable exactly.
+    """
+
+    def __init__(self, data: ImageSet, mode: PairMode = "auto", seed: int = 0,
+                 augment: WeakAugmentSpec = WeakAugmentSpec(), device: torch.device | str = "cpu"):
+        if mode == "auto":
+            mode = "temporal" if data.frames > 1 else "augment"
+        if mode == "temporal" and data.frames < 2:
+            raise LPLError("--pairs temporal needs a data set of sequences (such as shapes); use --pairs augment")
+        self.mode, self.frames, self.device = mode, data.frames, torch.device(device)
+        self.flat = data.images.reshape(len(data), -1).to(self.device)
+        self.count = len(data)
+        self.generator = torch.Generator(self.device).manual_seed(seed)
+        self.augment = None if mode == "temporal" else WeakAugment(data.images.to(self.device), augment)
+
+    @property
+    def features(self) -> int:
+        return self.flat.shape[1]
+
+    def next(self, batch_size: int) -> Tensor:
+        """One batch of temporal pairs, (2, batch_size, D) float32 in [0, 1]."""
+        if self.augment is not None:
+            index = torch.randint(self.count, (batch_size,), generator=self.generator, device=self.device)
+            return self.augment(index.repeat(2), self.generator).view(2, batch_size, -1)
+        sequences = len(self.flat) // self.frames
+        seq = torch.randint(sequences, (batch_size,), generator=self.generator, device=self.device)
+        step = torch.randint(self.frames - 1, (batch_size,), generator=self.generator, device=self.device)
+        first = seq * self.frames + step
+        return to_unit_float(self.flat[torch.stack((first, first + 1))])
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.generator.set_state(state["generator"])

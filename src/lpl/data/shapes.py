@@ -1,0 +1,127 @@
+"""Synthetic shapes: 32x32 grayscale objects that move, rotate and scale smoothly over time.
+
+Rendering is vectorised over all frames (signed distance functions on a pixel grid, anti-aliased
+edges), so thousands of frames take well under a second. What stays the same within a sequence is
+the object's class, fill style and contrast; position, angle and scale drift from frame to frame.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lpl.data.images import ImageSet
+
+CLASSES = ("circle", "square", "triangle", "cross", "star", "bar")
+
+
+@dataclass(frozen=True)
+class ShapesSpec:
+    """Generator settings; per-frame motion is bounded as in the planning prototype."""
+
+    size: int = 32
+    frames: int = 8
+    max_step_px: float = 2.0       # translation per frame, pixels
+    max_rotation: float = 0.2      # rotation per frame, radians
+    max_rescale: float = 0.05      # relative scale change per frame
+    noise: float = 0.05            # std of per-frame pixel noise
+
+
+def _box(q: Tensor, half_w: float, half_h: float) -> Tensor:
+    return torch.maximum(q[..., 0].abs() - half_w, q[..., 1].abs() - half_h)
+
+
+def _polygon(q: Tensor, sides: int, apothem: float) -> Tensor:
+    angles = torch.arange(sides, dtype=q.dtype) * (2 * math.pi / sides) + math.pi / 2
+    normals = torch.stack((torch.cos(angles), torch.sin(angles)), dim=1)  # (sides, 2)
+    return (q @ normals.T).amax(dim=-1) - apothem
+
+
+def _signed_distances(q: Tensor) -> Tensor:
+    """Signed distance (negative inside) of every class's shape at object coordinates q (..., 2)."""
+    radius = q.norm(dim=-1)
+    theta = torch.atan2(q[..., 1], q[..., 0])
+    ellipse = (q / torch.tensor([0.95, 0.35])).norm(dim=-1)
+    return torch.stack((
+        radius - 0.8,
+        _box(q, 0.7, 0.7),
+        _polygon(q, 3, 0.45),
+        torch.minimum(_box(q, 0.85, 0.25), _box(q, 0.25, 0.85)),
+        (radius - (0.6 + 0.3 * torch.cos(5 * theta))) * 0.6,
+        (ellipse - 1.0) * 0.35,
+    ))
+
+
+def _bounce(x: Tensor, low: float, high: float) -> Tensor:
+    """Reflect a trajectory back into [low, high] (a triangle wave), keeping it smooth."""
+    span = high - low
+    folded = torch.remainder(x - low, 2 * span)
+    return low + torch.where(folded > span, 2 * span - folded, folded)
+
+
+def render(labels: Tensor, center: Tensor, angle: Tensor, scale: Tensor, stroke: Tensor,
+           foreground: Tensor, background: Tensor, size: int = 32) -> Tensor:
+    """Render N objects into (N, size, size) images in [0, 1] (all per-object arguments (N,...))."""
+    coords = (torch.arange(size, dtype=torch.float32) + 0.5) * (2.0 / size) - 1.0
+    grid = torch.stack(torch.meshgrid(coords, coords, indexing="xy"), dim=-1)  # (H, W, 2): x, y
+    p = grid[None] - center[:, None, None, :]
+    cos, sin = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
+    q = torch.stack((cos * p[..., 0] + sin * p[..., 1], -sin * p[..., 0] + cos * p[..., 1]), -1)
+    q = q / scale[:, None, None, None]
+    sdf = _signed_distances(q).gather(0, labels.view(1, -1, 1, 1).expand(1, -1, size, size))[0]
+    sdf_px = sdf * scale[:, None, None] * (size / 2.0)
+    edge = torch.where(stroke[:, None, None], sdf_px.abs() - 1.0, sdf_px)
+    coverage = (0.5 - edge).clamp(0.0, 1.0)
+    return background[:, None, None] + (foreground - background)[:, None, None] * coverage
+
+
+def generate_shapes(num_sequences: int, spec: ShapesSpec = ShapesSpec(), seed: int = 0,
+                    chunk: int = 2048) -> ImageSet:
+    """``num_sequences`` sequences of ``spec.frames`` frames: float32 (S*T, 1, H, W) in [0, 1].
+
+    Classes are balanced (they differ by at most one sequence) and the result is a deterministic
+    function of the arguments.
+    """
+    g = torch.Generator().manual_seed(seed)
+    S, T = num_sequences, spec.frames
+
+    def uniform(low: float, high: float, *shape: int) -> Tensor:
+        return torch.rand(*shape, generator=g) * (high - low) + low
+
+    labels = (torch.arange(S) % len(CLASSES))[torch.randperm(S, generator=g)]
+    steps = torch.arange(T, dtype=torch.float32)[None, :, None]
+    step_size = spec.max_step_px * 2.0 / spec.size
+    center = _bounce(uniform(-0.4, 0.4, S, 1, 2) + steps * uniform(-step_size, step_size, S, 1, 2),
+                     -0.45, 0.45)
+    angle = uniform(0, 2 * math.pi, S, 1) + steps[..., 0] * uniform(-spec.max_rotation, spec.max_rotation, S, 1)
+    log_scale = math.log(0.45) + uniform(-0.25, 0.25, S, 1)
+    log_scale = _bounce(log_scale + steps[..., 0] * uniform(-spec.max_rescale, spec.max_rescale, S, 1),
+                        math.log(0.33), math.log(0.6))
+    stroke = torch.rand(S, generator=g) < 0.4
+    background = uniform(0.0, 0.35, S)
+    foreground = background + uniform(0.3, 0.65, S)
+
+    def per_frame(x: Tensor) -> Tensor:
+        return x[:, None].expand(S, T, *x.shape[1:]).reshape(S * T, *x.shape[1:])
+
+    frame_labels = per_frame(labels)
+    args = (frame_labels, center.reshape(S * T, 2), angle.reshape(-1), log_scale.exp().reshape(-1),
+            per_frame(stroke), per_frame(foreground), per_frame(background))
+    images = torch.cat([
+        render(*(a[i:i + chunk] for a in args), size=spec.size) for i in range(0, S * T, chunk)
+    ])
+    images += torch.randn(images.shape, generator=g) * spec.noise
+    images = images.clamp_(0.0, 1.0).unsqueeze(1)
+    return ImageSet(images, frame_labels.long(), CLASSES, frames=T)
+
+
+def load_shapes(train: bool = True, num_sequences: int | None = None, seed: int = 0,
+                spec: ShapesSpec = ShapesSpec()) -> ImageSet:
+    """The train (1000 sequences) or test (250 sequences) split; the splits share no sequence."""
+    split = "train" if train else "test"
+    count = num_sequences or (1000 if train else 250)
+    return generate_shapes(count, spec, seed=zlib.crc32(f"shapes/{split}/{seed}".encode()))

@@ -1,0 +1,90 @@
+"""Atomic file writes and run metadata: a crash never leaves a half-written output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lpl.validation import LPLError
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_torch_save(obj: Any, path: Path) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
+    return _atomic_write(path, lambda handle: torch.save(obj, handle), "wb")
+
+
+def atomic_write_text(text: str, path: Path) -> Path:
+    return _atomic_write(path, lambda handle: handle.write(text), "w")
+
+
+def atomic_write_json(obj: Any, path: Path) -> Path:
+    return atomic_write_text(json.dumps(obj, indent=2, default=str) + "\n", path)
+
+
+def atomic_write_jsonl(records: list[dict], path: Path) -> Path:
+    return atomic_write_text("".join(json.dumps(r, default=str) + "\n" for r in records), path)
+
+
+def load_torch(path: Path, what: str = "file") -> Any:
+    """``torch.load`` of our own outputs, with a clear error for a missing or corrupt file."""
+    path = Path(path)
+    if not path.is_file():
+        raise LPLError(f"{what} {path} does not exist; check the path or run the training first")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated or foreign files
+        raise LPLError(f"{what} {path} is corrupt or not a torch file ({type(exc).__name__}): "
+                       f"delete it and rerun the step that writes it") from None
+
+
+def git_revision() -> str:
+    """The git commit of the installed package's checkout ('unknown' outside a checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+            text=True, timeout=5,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).parent,
+            capture_output=True, text=True, timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if out.returncode != 0:
+        return "unknown"
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def run_metadata() -> dict[str, str]:
+    """What a run should record next to its results besides its config."""
+    return {
+        "git_revision": git_revision(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "threads": str(torch.get_num_threads()),
+    }

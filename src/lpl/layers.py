@@ -1,0 +1,124 @@
+"""Dense LPL layers ``z = squash(W x + b)`` and their local plasticity step."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lpl import rules
+from lpl.locality import layerwise_outputs
+from lpl.objective import LPLObjective
+
+GradMethod = Literal["closed-form", "autograd"]
+
+
+@dataclass(frozen=True)
+class Plasticity:
+    """How a layer turns its local loss into a weight change.
+
+    ``dW = -(lr_pred grad_pred + lr_hebb grad_hebb + lr_stab grad_stab)``, its norm (weights and
+    bias together) clipped to ``max_update_norm``, then weights clamped to ``[-bound, bound]``.
+    """
+
+    lr_pred: float = 1e-3
+    lr_hebb: float = 1e-3
+    lr_stab: float = 5e-4
+    reduction: rules.Reduction = "sum"
+    max_update_norm: float = 1.0
+    weight_bound: float = 5.0
+    method: GradMethod = "closed-form"
+
+    def objective(self) -> LPLObjective:
+        """The learning rates are the objective's coefficients (one plain gradient step)."""
+        return LPLObjective(self.lr_pred, self.lr_hebb, self.lr_stab, self.reduction)
+
+
+class DenseLPLLayer(nn.Module):
+    """One fully connected LPL layer; its parameters change only through ``local_gradients``."""
+
+    def __init__(self, in_features: int, out_features: int, generator: torch.Generator | None = None):
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_features)  # nn.Linear's default initialisation
+        weight = torch.empty(out_features, in_features).uniform_(-bound, bound, generator=generator)
+        bias = torch.empty(out_features).uniform_(-bound, bound, generator=generator)
+        self.weight = nn.Parameter(weight, requires_grad=False)
+        self.bias = nn.Parameter(bias, requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, in_features) -> (B, out_features)."""
+        return rules.squash(F.linear(x, self.weight, self.bias))
+
+    def local_gradients(
+        self, x: Tensor, z: Tensor, objective: LPLObjective, method: GradMethod = "closed-form"
+    ) -> tuple[Tensor, Tensor]:
+        """Gradients of ``objective`` for this layer's weight and bias.
+
+        ``x`` (2B, in) stacks the earlier view's inputs over the later view's; ``z`` (2B, out) is
+        this layer's output for them. The closed form is the paper's neuron-level rule:
+        ``dL/dz * f'(a)`` times the presynaptic input.
+        """
+        half = x.shape[0] // 2
+        if method == "autograd":
+            weight = self.weight.detach().requires_grad_()
+            bias = self.bias.detach().requires_grad_()
+            with torch.enable_grad():
+                out = rules.squash(F.linear(x.detach(), weight, bias))
+                loss = objective.loss(out[:half], out[half:])
+                return tuple(torch.autograd.grad(loss, (weight, bias)))  # type: ignore[return-value]
+        grad_prev, grad_now = objective.grad(z[:half], z[half:])
+        grad_a = torch.cat((grad_prev, grad_now)) * rules.squash_derivative_from_output(z)
+        return grad_a.T @ x, grad_a.sum(dim=0)
+
+    @torch.no_grad()
+    def apply_update(self, grad_w: Tensor, grad_b: Tensor, plasticity: Plasticity) -> Tensor:
+        """Step against the gradient with a clipped norm, clamp the weights; returns the raw norm.
+
+        A non-finite update is not applied, so the weights stay the last finite ones.
+        """
+        norm = torch.sqrt(grad_w.square().sum() + grad_b.square().sum())
+        if not torch.isfinite(norm):
+            return norm
+        scale = -min(1.0, plasticity.max_update_norm / (float(norm) + 1e-12))
+        self.weight.add_(grad_w, alpha=scale).clamp_(-plasticity.weight_bound, plasticity.weight_bound)
+        self.bias.add_(grad_b, alpha=scale).clamp_(-plasticity.weight_bound, plasticity.weight_bound)
+        return norm
+
+
+class DenseLPLStack(nn.Module):
+    """A stack of dense LPL layers of any depth, each learning from its own local loss."""
+
+    def __init__(self, dims: list[int], seed: int = 0):
+        super().__init__()
+        if len(dims) < 2:
+            raise ValueError(f"dims needs an input size and at least one layer size, got {dims}")
+        generator = torch.Generator().manual_seed(seed)
+        self.dims = list(dims)
+        self.layers = nn.ModuleList(
+            DenseLPLLayer(d_in, d_out, generator) for d_in, d_out in zip(dims[:-1], dims[1:])
+        )
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """(B, dims[0]) -> every layer's output, [(B, dims[1]), (B, dims[2]), ...]."""
+        return layerwise_outputs(self.layers, x)
+
+    @torch.no_grad()
+    def plasticity_step(self, views: Tensor, plasticity: Plasticity) -> tuple[list[Tensor], Tensor]:
+        """One local update of every layer on a batch of temporal pairs.
+
+        ``views`` (2, B, D): earlier views, then later views. Every layer is updated from the same
+        forward pass (layer k+1 sees layer k's output before layer k's update). Returns each
+        layer's output (2B, M) and the raw update norm of each layer (n_layers,).
+        """
+        x = views.reshape(-1, views.shape[-1])
+        outputs = self(x)
+        objective = plasticity.objective()
+        norms = []
+        for layer, layer_in, z in zip(self.layers, [x, *outputs[:-1]], outputs):
+            grad_w, grad_b = layer.local_gradients(layer_in, z, objective, plasticity.method)
+            norms.append(layer.apply_update(grad_w, grad_b, plasticity))
+        return outputs, torch.stack(norms)

@@ -1,0 +1,68 @@
+"""The LPL objective: the rule's terms (``lpl.rules``) weighted by their coefficients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lpl import rules
+from lpl.rules import Reduction
+
+TERMS = ("pred", "hebb", "decorr")
+
+
+@dataclass(frozen=True)
+class LPLObjective:
+    """``pred * L_pred + hebb * L_hebb + decorr * L_decorr`` for one layer and a temporal pair.
+
+    The predictive term pulls the later view toward the stop-gradient earlier view; the Hebbian
+    and decorrelation terms are averaged over both views (as the official code does). A zero
+    coefficient switches a term off (ablations) and skips its computation.
+    """
+
+    pred: float = 1.0
+    hebb: float = 1.0
+    decorr: float = 10.0
+    reduction: Reduction = "sum"
+    eps: float = rules.EPS
+
+    def coefficients(self) -> dict[str, float]:
+        return {"pred": self.pred, "hebb": self.hebb, "decorr": self.decorr}
+
+    def terms(self, z_prev: Tensor, z_now: Tensor) -> dict[str, Tensor]:
+        """Unweighted value of every term (switched-off ones too, for monitoring); (B, M) inputs."""
+        r = self.reduction
+        return {
+            "pred": rules.predictive_loss(z_now, z_prev, r),
+            "hebb": 0.5 * (rules.hebbian_loss(z_prev, r, self.eps) + rules.hebbian_loss(z_now, r, self.eps)),
+            "decorr": 0.5 * (rules.decorrelation_loss(z_prev, r) + rules.decorrelation_loss(z_now, r)),
+        }
+
+    def loss(self, z_prev: Tensor, z_now: Tensor) -> Tensor:
+        """Weighted total, differentiable (the autograd path and the deep network use it)."""
+        r, total = self.reduction, z_now.new_zeros(())
+        if self.pred:
+            total = total + self.pred * rules.predictive_loss(z_now, z_prev, r)
+        for z in (z_prev, z_now):
+            if self.hebb:
+                total = total + 0.5 * self.hebb * rules.hebbian_loss(z, r, self.eps)
+            if self.decorr:
+                total = total + 0.5 * self.decorr * rules.decorrelation_loss(z, r)
+        return total
+
+    def grad(self, z_prev: Tensor, z_now: Tensor) -> tuple[Tensor, Tensor]:
+        """Closed-form d loss / d (z_prev, z_now), each (B, M); equal to autograd of ``loss``."""
+        r = self.reduction
+        grads = []
+        for z in (z_prev, z_now):
+            g = torch.zeros_like(z)
+            if self.hebb:
+                g += (0.5 * self.hebb) * rules.hebbian_grad(z, r, self.eps)
+            if self.decorr:
+                g += (0.5 * self.decorr) * rules.decorrelation_grad(z, r)
+            grads.append(g)
+        if self.pred:
+            grads[1] += self.pred * rules.predictive_grad(z_now, z_prev, r)
+        return grads[0], grads[1]

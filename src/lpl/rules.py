@@ -1,0 +1,96 @@
+"""The LPL objective's three terms as pure functions, with their closed-form gradients.
+
+Shapes: ``z`` is ``(batch, features)``, the output of one layer for one view. ``reduction``
+chooses how a term is normalised over units:
+
+- ``"sum"`` (our default): predictive and Hebbian terms summed over units, decorrelation the
+  plain sum of squared off-diagonal covariances. With plain gradient steps this is what lets the
+  mission's learning rates (1e-3, 1e-3, 5e-4) learn; see README "Normalisation".
+- ``"mean"``: the official code's form (means over units, decorrelation divided by M^2 - M).
+
+The ``*_grad`` functions return d(term)/dz in closed form; together with ``f'(a)`` and the
+presynaptic input they give the paper's neuron-level rule. ``tests/test_rules.py`` checks each
+against autograd.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+Reduction = Literal["sum", "mean"]
+SQUASH_SCALE = 5.0
+EPS = 1e-4
+
+
+def squash(a: Tensor) -> Tensor:
+    """Bounded activation ``5 * tanh(a / 5)``; roughly linear for ``|a| < 2``."""
+    return torch.tanh(a / SQUASH_SCALE) * SQUASH_SCALE
+
+
+def squash_derivative_from_output(z: Tensor) -> Tensor:
+    """``f'(a)`` written in terms of ``z = f(a)``: ``1 - (z / 5)^2``."""
+    return 1.0 - (z / SQUASH_SCALE).square()
+
+
+def _unit_scale(features: int, reduction: Reduction) -> float:
+    return 1.0 if reduction == "sum" else 1.0 / features
+
+
+def _pair_scale(features: int, reduction: Reduction) -> float:
+    return 1.0 if reduction == "sum" else 1.0 / (features * features - features)
+
+
+def predictive_loss(z_now: Tensor, z_prev: Tensor, reduction: Reduction = "sum") -> Tensor:
+    """Squared prediction error of ``z_now`` (B, M) toward the stop-gradient ``z_prev`` (B, M).
+
+    Mean over the batch; summed (or averaged) over units.
+    """
+    error = (z_now - z_prev.detach()).square().sum(dim=1).mean()
+    return error * _unit_scale(z_now.shape[1], reduction)
+
+
+def predictive_grad(z_now: Tensor, z_prev: Tensor, reduction: Reduction = "sum") -> Tensor:
+    """d predictive_loss / d z_now, shape (B, M)."""
+    scale = 2.0 * _unit_scale(z_now.shape[1], reduction) / z_now.shape[0]
+    return (z_now - z_prev) * scale
+
+
+def centered(z: Tensor) -> Tensor:
+    """``z`` (B, M) minus its batch mean, with the mean treated as a constant (detached)."""
+    return z - z.detach().mean(dim=0, keepdim=True)
+
+
+def hebbian_loss(z: Tensor, reduction: Reduction = "sum", eps: float = EPS) -> Tensor:
+    """``-log(var_i + eps)`` for each unit's unbiased batch variance of ``z`` (B, M), mean detached."""
+    variance = centered(z).square().sum(dim=0) / (z.shape[0] - 1)
+    return -torch.log(variance + eps).sum() * _unit_scale(z.shape[1], reduction)
+
+
+def hebbian_grad(z: Tensor, reduction: Reduction = "sum", eps: float = EPS) -> Tensor:
+    """d hebbian_loss / d z, shape (B, M): ``-2 (z - mean) / ((B - 1)(var + eps))``."""
+    batch = z.shape[0]
+    zc = centered(z)
+    variance = zc.square().sum(dim=0) / (batch - 1)
+    scale = -2.0 * _unit_scale(z.shape[1], reduction) / (batch - 1)
+    return zc * (scale / (variance + eps))
+
+
+def off_diagonal_covariance(z: Tensor) -> Tensor:
+    """Covariance (M, M) of ``z`` (B, M) over the batch (mean detached) with its diagonal zeroed."""
+    zc = centered(z)
+    cov = zc.T @ zc / (z.shape[0] - 1)
+    return cov - torch.diag_embed(torch.diagonal(cov))
+
+
+def decorrelation_loss(z: Tensor, reduction: Reduction = "sum") -> Tensor:
+    """Sum of squared off-diagonal covariances of ``z`` (B, M) (or their mean over M^2 - M)."""
+    return off_diagonal_covariance(z).square().sum() * _pair_scale(z.shape[1], reduction)
+
+
+def decorrelation_grad(z: Tensor, reduction: Reduction = "sum") -> Tensor:
+    """d decorrelation_loss / d z, shape (B, M): ``4 (z - mean) C_off / (B - 1)``."""
+    scale = 4.0 * _pair_scale(z.shape[1], reduction) / (z.shape[0] - 1)
+    return centered(z) @ (off_diagonal_covariance(z) * scale)
