@@ -7,6 +7,7 @@ the object's class, fill style and contrast; position, angle and scale drift fro
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from dataclasses import dataclass
@@ -29,6 +30,10 @@ class ShapesSpec:
     max_rotation: float = 0.2      # rotation per frame, radians
     max_rescale: float = 0.05      # relative scale change per frame
     noise: float = 0.05            # std of per-frame pixel noise
+    max_offset: float = 0.3        # initial centre, fraction of the half-width
+    stroke_probability: float = 0.25  # outlined rather than filled objects
+    max_background: float = 0.2    # background grey level in [0, max]
+    contrast: tuple[float, float] = (0.5, 0.8)  # object minus background
 
 
 def _box(q: Tensor, half_w: float, half_h: float) -> Tensor:
@@ -41,19 +46,33 @@ def _polygon(q: Tensor, sides: int, apothem: float) -> Tensor:
     return (q @ normals.T).amax(dim=-1) - apothem
 
 
-def _signed_distances(q: Tensor) -> Tensor:
-    """Signed distance (negative inside) of every class's shape at object coordinates q (..., 2)."""
-    radius = q.norm(dim=-1)
+def _circle(q: Tensor) -> Tensor:
+    return q.norm(dim=-1) - 0.8
+
+
+def _square(q: Tensor) -> Tensor:
+    return _box(q, 0.7, 0.7)
+
+
+def _triangle(q: Tensor) -> Tensor:
+    return _polygon(q, 3, 0.45)
+
+
+def _cross(q: Tensor) -> Tensor:
+    return torch.minimum(_box(q, 0.85, 0.25), _box(q, 0.25, 0.85))
+
+
+def _star(q: Tensor) -> Tensor:
     theta = torch.atan2(q[..., 1], q[..., 0])
-    ellipse = (q / torch.tensor([0.95, 0.35])).norm(dim=-1)
-    return torch.stack((
-        radius - 0.8,
-        _box(q, 0.7, 0.7),
-        _polygon(q, 3, 0.45),
-        torch.minimum(_box(q, 0.85, 0.25), _box(q, 0.25, 0.85)),
-        (radius - (0.6 + 0.3 * torch.cos(5 * theta))) * 0.6,
-        (ellipse - 1.0) * 0.35,
-    ))
+    return (q.norm(dim=-1) - (0.6 + 0.3 * torch.cos(5 * theta))) * 0.6
+
+
+def _bar(q: Tensor) -> Tensor:
+    return ((q / torch.tensor([0.95, 0.35])).norm(dim=-1) - 1.0) * 0.35
+
+
+# Signed distance (negative inside) of each class's shape at object coordinates q (..., 2).
+SIGNED_DISTANCES = (_circle, _square, _triangle, _cross, _star, _bar)
 
 
 def _bounce(x: Tensor, low: float, high: float) -> Tensor:
@@ -72,7 +91,10 @@ def render(labels: Tensor, center: Tensor, angle: Tensor, scale: Tensor, stroke:
     cos, sin = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
     q = torch.stack((cos * p[..., 0] + sin * p[..., 1], -sin * p[..., 0] + cos * p[..., 1]), -1)
     q = q / scale[:, None, None, None]
-    sdf = _signed_distances(q).gather(0, labels.view(1, -1, 1, 1).expand(1, -1, size, size))[0]
+    sdf = torch.empty(q.shape[:-1])
+    for label, distance in enumerate(SIGNED_DISTANCES):
+        chosen = labels == label
+        sdf[chosen] = distance(q[chosen])
     sdf_px = sdf * scale[:, None, None] * (size / 2.0)
     edge = torch.where(stroke[:, None, None], sdf_px.abs() - 1.0, sdf_px)
     coverage = (0.5 - edge).clamp(0.0, 1.0)
@@ -95,15 +117,15 @@ def generate_shapes(num_sequences: int, spec: ShapesSpec = ShapesSpec(), seed: i
     labels = (torch.arange(S) % len(CLASSES))[torch.randperm(S, generator=g)]
     steps = torch.arange(T, dtype=torch.float32)[None, :, None]
     step_size = spec.max_step_px * 2.0 / spec.size
-    center = _bounce(uniform(-0.4, 0.4, S, 1, 2) + steps * uniform(-step_size, step_size, S, 1, 2),
+    center = _bounce(uniform(-spec.max_offset, spec.max_offset, S, 1, 2) + steps * uniform(-step_size, step_size, S, 1, 2),
                      -0.45, 0.45)
     angle = uniform(0, 2 * math.pi, S, 1) + steps[..., 0] * uniform(-spec.max_rotation, spec.max_rotation, S, 1)
     log_scale = math.log(0.45) + uniform(-0.25, 0.25, S, 1)
     log_scale = _bounce(log_scale + steps[..., 0] * uniform(-spec.max_rescale, spec.max_rescale, S, 1),
                         math.log(0.33), math.log(0.6))
-    stroke = torch.rand(S, generator=g) < 0.4
-    background = uniform(0.0, 0.35, S)
-    foreground = background + uniform(0.3, 0.65, S)
+    stroke = torch.rand(S, generator=g) < spec.stroke_probability
+    background = uniform(0.0, spec.max_background, S)
+    foreground = background + uniform(*spec.contrast, S)
 
     def per_frame(x: Tensor) -> Tensor:
         return x[:, None].expand(S, T, *x.shape[1:]).reshape(S * T, *x.shape[1:])
@@ -119,9 +141,10 @@ def generate_shapes(num_sequences: int, spec: ShapesSpec = ShapesSpec(), seed: i
     return ImageSet(images, frame_labels.long(), CLASSES, frames=T)
 
 
+@functools.lru_cache(maxsize=4)
 def load_shapes(train: bool = True, num_sequences: int | None = None, seed: int = 0,
                 spec: ShapesSpec = ShapesSpec()) -> ImageSet:
-    """The train (1000 sequences) or test (250 sequences) split; the splits share no sequence."""
+    """The train (2000 sequences) or test (1000 sequences) split; the splits share no sequence."""
     split = "train" if train else "test"
-    count = num_sequences or (1000 if train else 250)
+    count = num_sequences or (2000 if train else 1000)
     return generate_shapes(count, spec, seed=zlib.crc32(f"shapes/{split}/{seed}".encode()))

@@ -1,0 +1,69 @@
+"""Speed of the single-layer LPL step (3072 -> 128) against its roofline, on this machine.
+
+Roofline: the matmuls a step cannot avoid, timed alone in the same run: the forward of both views
+(2B x 3072 @ 3072 x 128) and the weight-gradient matmul (128 x 2B @ 2B x 3072).
+- step: one plasticity step on views already in memory;
+- end to end: drawing a batch of weakly augmented pairs from CIFAR-sized uint8 images
+  (50,000 x 3 x 32 x 32, random content: augmentation cost does not depend on it) plus the step.
+Targets (issue 3): step >= 0.8 of the roofline at B = 256 and >= 0.9 at B = 1024; end to end
+>= 0.5 at B = 256.
+
+    python benchmarks/bench_lpl_step.py [--batch-sizes 64 256 1024] [--seconds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+
+from lpl.data.images import ImageSet
+from lpl.data.pairs import PairStream
+from lpl.layers import DenseLPLStack, Plasticity
+
+
+def per_call_seconds(fn: Callable[[], object], seconds: float) -> float:
+    """Median-of-rounds time of one call, after a warm-up."""
+    for _ in range(3):
+        fn()
+    rounds = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(rounds) < 5:
+        start = time.perf_counter()
+        for _ in range(5):
+            fn()
+        rounds.append((time.perf_counter() - start) / 5)
+    return sorted(rounds)[len(rounds) // 2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256, 1024])
+    parser.add_argument("--seconds", type=float, default=2.0, help="timing per measurement")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (50_000, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    stream = PairStream(ImageSet(images, torch.zeros(50_000, dtype=torch.long)), "augment", seed=0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; pairs/s (B pairs = 2B images per step)")
+    print(f"{'B':>5} {'roofline':>10} {'step':>10} {'ratio':>6} {'end2end':>10} {'ratio':>6} {'augment':>10}")
+    for batch in args.batch_sizes:
+        x = torch.rand(2 * batch, 3072, generator=generator)
+        weight = torch.randn(128, 3072, generator=generator) * 0.02
+        delta = torch.randn(2 * batch, 128, generator=generator)
+        roofline = per_call_seconds(lambda: (x @ weight.T, delta.T @ x), args.seconds)
+        stack, plasticity = DenseLPLStack([3072, 128]), Plasticity()
+        views = x.view(2, batch, 3072)
+        step = per_call_seconds(lambda: stack.plasticity_step(views, plasticity), args.seconds)
+        augment = per_call_seconds(lambda: stream.next(batch), args.seconds)
+        end_to_end = per_call_seconds(lambda: stack.plasticity_step(stream.next(batch), plasticity), args.seconds)
+        print(f"{batch:>5} {batch / roofline:>10.0f} {batch / step:>10.0f} {roofline / step:>6.2f} "
+              f"{batch / end_to_end:>10.0f} {roofline / end_to_end:>6.2f} {batch / augment:>10.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+import dataclasses
+
+import pytest
+
+from lpl.cli import COMMANDS, main
+from lpl.config import build_parser, config_from_dict
+from lpl.train.dense import DenseLPLConfig
+from lpl.validation import LPLError
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_every_config_field_is_a_flag(name, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([name, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for field in dataclasses.fields(COMMANDS[name].config()):
+        assert "--" + field.name.replace("_", "-") in text
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--steps", "0"], "--steps must be positive"),
+    (["--batch-size", "1"], "at least 2"),
+    (["--lr-hebb", "-1"], "learning rates must be >= 0"),
+    (["--steps", "ten"], "invalid int value"),
+    (["--no-such-flag"], "unrecognized arguments"),
+    (["--reduction", "median"], "invalid choice"),
+    (["--resume", "--overwrite"], "exclude each other"),
+    (["--device", "cuda:7"], ""),
+])
+def test_bad_flags_exit_with_one_clear_error(flags, message, capsys):
+    import torch
+
+    if flags[0] == "--device" and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", *flags])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.strip().splitlines()[-1].startswith("lpl train: error:")
+
+
+def test_unknown_command(capsys):
+    assert main(["nonsense"]) == 2
+    assert "unknown command" in capsys.readouterr().err
+
+
+def test_config_from_dict_rejects_unknown_keys():
+    assert config_from_dict(DenseLPLConfig, {"steps": 3}).steps == 3
+    with pytest.raises(LPLError, match="unknown config keys"):
+        config_from_dict(DenseLPLConfig, {"stepz": 3})
+
+
+def test_defaults_are_the_missions():
+    config = DenseLPLConfig()
+    assert (config.lr_hebb, config.lr_pred, config.lr_stab, config.steps, config.dims, config.log_every) == (
+        1e-3, 1e-3, 5e-4, 5000, [3072, 128], 500)
+    parser = build_parser(DenseLPLConfig, "x", "y")
+    assert parser.parse_args([]).dims == [3072, 128]
