@@ -1,7 +1,8 @@
 """Speed of the single-layer LPL step (3072 -> 128) against its roofline, on this machine.
 
 Roofline: the matmuls a step cannot avoid, timed alone in the same run: the forward of both views
-(2B x 3072 @ 3072 x 128) and the weight-gradient matmul (128 x 2B @ 2B x 3072).
+(2B x 3072 @ 3072 x 128) and the weight-gradient matmul (3072 x 2B @ 2B x 128, the
+layout the step uses because it is the faster one here).
 - step: one plasticity step on views already in memory;
 - end to end: drawing a batch of weakly augmented pairs from CIFAR-sized uint8 images
   (50,000 x 3 x 32 x 32, random content: augmentation cost does not depend on it) plus the step.
@@ -24,18 +25,24 @@ from lpl.data.pairs import PairStream
 from lpl.layers import DenseLPLStack, Plasticity
 
 
-def per_call_seconds(fn: Callable[[], object], seconds: float) -> float:
-    """Median-of-rounds time of one call, after a warm-up."""
-    for _ in range(3):
+def seconds_per_call(fns: dict[str, Callable[[], object]], seconds: float, calls: int = 5) -> dict[str, float]:
+    """Median time of one call of each function, measured in interleaved rounds.
+
+    Interleaving (roofline, step, ... in every round) keeps the ratios honest on a machine whose
+    speed drifts: each ratio compares measurements taken moments apart.
+    """
+    for fn in fns.values():
         fn()
-    rounds = []
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(rounds) < 5:
-        start = time.perf_counter()
-        for _ in range(5):
-            fn()
-        rounds.append((time.perf_counter() - start) / 5)
-    return sorted(rounds)[len(rounds) // 2]
+        fn()
+    rounds: dict[str, list[float]] = {name: [] for name in fns}
+    deadline = time.perf_counter() + seconds * len(fns)
+    while time.perf_counter() < deadline or len(rounds[next(iter(fns))]) < 5:
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            rounds[name].append((time.perf_counter() - start) / calls)
+    return {name: sorted(times)[len(times) // 2] for name, times in rounds.items()}
 
 
 def main() -> None:
@@ -52,18 +59,25 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; pairs/s (B pairs = 2B images per step)")
     print(f"{'B':>5} {'roofline':>10} {'step':>10} {'ratio':>6} {'end2end':>10} {'ratio':>6} {'augment':>10}")
     for batch in args.batch_sizes:
-        x = torch.rand(2 * batch, 3072, generator=generator)
-        weight = torch.randn(128, 3072, generator=generator) * 0.02
-        delta = torch.randn(2 * batch, 128, generator=generator)
-        roofline = per_call_seconds(lambda: (x @ weight.T, delta.T @ x), args.seconds)
-        stack, plasticity = DenseLPLStack([3072, 128]), Plasticity()
-        views = x.view(2, batch, 3072)
-        step = per_call_seconds(lambda: stack.plasticity_step(views, plasticity), args.seconds)
-        augment = per_call_seconds(lambda: stream.next(batch), args.seconds)
-        end_to_end = per_call_seconds(lambda: stack.plasticity_step(stream.next(batch), plasticity), args.seconds)
-        print(f"{batch:>5} {batch / roofline:>10.0f} {batch / step:>10.0f} {roofline / step:>6.2f} "
-              f"{batch / end_to_end:>10.0f} {roofline / end_to_end:>6.2f} {batch / augment:>10.0f}")
+        print(measure(batch, stream, args.seconds, generator))
 
+
+def measure(batch: int, stream: PairStream, seconds: float, generator: torch.Generator) -> str:
+    """One table row for batch size ``batch``."""
+    x = torch.rand(2 * batch, 3072, generator=generator)
+    weight = torch.randn(128, 3072, generator=generator) * 0.02
+    delta = torch.randn(2 * batch, 128, generator=generator)
+    stack, plasticity = DenseLPLStack([3072, 128]), Plasticity()
+    views = x.view(2, batch, 3072)
+    t = seconds_per_call({
+        "roofline": lambda: (x @ weight.T, x.T @ delta),
+        "step": lambda: stack.plasticity_step(views, plasticity),
+        "augment": lambda: stream.next(batch),
+        "end_to_end": lambda: stack.plasticity_step(stream.next(batch), plasticity),
+    }, seconds)
+    return (f"{batch:>5} {batch / t['roofline']:>10.0f} {batch / t['step']:>10.0f} "
+            f"{t['roofline'] / t['step']:>6.2f} {batch / t['end_to_end']:>10.0f} "
+            f"{t['roofline'] / t['end_to_end']:>6.2f} {batch / t['augment']:>10.0f}")
 
 if __name__ == "__main__":
     main()

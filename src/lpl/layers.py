@@ -46,7 +46,9 @@ class DenseLPLLayer(nn.Module):
         bound = 1.0 / math.sqrt(in_features)  # nn.Linear's default initialisation
         weight = torch.empty(out_features, in_features).uniform_(-bound, bound, generator=generator)
         bias = torch.empty(out_features).uniform_(-bound, bound, generator=generator)
-        self.weight = nn.Parameter(weight, requires_grad=False)
+        # Shape (out, in) as nn.Linear, stored in (in, out) memory order: the forward (x @ W.T),
+        # the weight gradient (x.T @ g) and the update W += dW then all run on contiguous memory.
+        self.weight = nn.Parameter(weight.T.contiguous().T, requires_grad=False)
         self.bias = nn.Parameter(bias, requires_grad=False)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -70,9 +72,9 @@ class DenseLPLLayer(nn.Module):
                 out = rules.squash(F.linear(x.detach(), weight, bias))
                 loss = objective.loss(out[:half], out[half:])
                 return tuple(torch.autograd.grad(loss, (weight, bias)))  # type: ignore[return-value]
-        grad_prev, grad_now = objective.grad(z[:half], z[half:])
-        grad_a = torch.cat((grad_prev, grad_now)) * rules.squash_derivative_from_output(z)
-        return grad_a.T @ x, grad_a.sum(dim=0)
+        grad_z = objective.grad(z.view(2, half, -1)).view_as(z)
+        grad_a = grad_z.mul_(rules.squash_derivative_from_output(z))
+        return (x.T @ grad_a).T, grad_a.sum(dim=0)  # same memory order as self.weight
 
     @torch.no_grad()
     def apply_update(self, grad_w: Tensor, grad_b: Tensor, plasticity: Plasticity) -> Tensor:
@@ -80,7 +82,8 @@ class DenseLPLLayer(nn.Module):
 
         A non-finite update is not applied, so the weights stay the last finite ones.
         """
-        norm = torch.sqrt(grad_w.square().sum() + grad_b.square().sum())
+        norm = torch.linalg.vector_norm(torch.stack((torch.linalg.vector_norm(grad_w),
+                                                      torch.linalg.vector_norm(grad_b))))
         if not torch.isfinite(norm):
             return norm
         scale = -min(1.0, plasticity.max_update_norm / (float(norm) + 1e-12))

@@ -33,36 +33,34 @@ class LPLObjective:
 
     def terms(self, z_prev: Tensor, z_now: Tensor) -> dict[str, Tensor]:
         """Unweighted value of every term (switched-off ones too, for monitoring); (B, M) inputs."""
-        r = self.reduction
+        r, views = self.reduction, torch.stack((z_prev, z_now))
         return {
             "pred": rules.predictive_loss(z_now, z_prev, r),
-            "hebb": 0.5 * (rules.hebbian_loss(z_prev, r, self.eps) + rules.hebbian_loss(z_now, r, self.eps)),
-            "decorr": 0.5 * (rules.decorrelation_loss(z_prev, r) + rules.decorrelation_loss(z_now, r)),
+            "hebb": 0.5 * rules.hebbian_loss(views, r, self.eps),
+            "decorr": 0.5 * rules.decorrelation_loss(views, r),
         }
 
     def loss(self, z_prev: Tensor, z_now: Tensor) -> Tensor:
         """Weighted total, differentiable (the autograd path and the deep network use it)."""
-        r, total = self.reduction, z_now.new_zeros(())
+        r, views, total = self.reduction, torch.stack((z_prev, z_now)), z_now.new_zeros(())
         if self.pred:
             total = total + self.pred * rules.predictive_loss(z_now, z_prev, r)
-        for z in (z_prev, z_now):
-            if self.hebb:
-                total = total + 0.5 * self.hebb * rules.hebbian_loss(z, r, self.eps)
-            if self.decorr:
-                total = total + 0.5 * self.decorr * rules.decorrelation_loss(z, r)
+        if self.hebb:
+            total = total + 0.5 * self.hebb * rules.hebbian_loss(views, r, self.eps)
+        if self.decorr:
+            total = total + 0.5 * self.decorr * rules.decorrelation_loss(views, r)
         return total
 
-    def grad(self, z_prev: Tensor, z_now: Tensor) -> tuple[Tensor, Tensor]:
-        """Closed-form d loss / d (z_prev, z_now), each (B, M); equal to autograd of ``loss``."""
-        r = self.reduction
-        grads = []
-        for z in (z_prev, z_now):
-            g = torch.zeros_like(z)
-            if self.hebb:
-                g += (0.5 * self.hebb) * rules.hebbian_grad(z, r, self.eps)
-            if self.decorr:
-                g += (0.5 * self.decorr) * rules.decorrelation_grad(z, r)
-            grads.append(g)
+    def grad(self, views: Tensor) -> Tensor:
+        """Closed-form d loss / d views for ``views`` (2, B, M) = (z_prev, z_now); autograd's value.
+
+        Both views' statistics are computed in one batched pass.
+        """
+        r, grad = self.reduction, torch.zeros_like(views)
+        if self.hebb:
+            grad += (0.5 * self.hebb) * rules.hebbian_grad(views, r, self.eps)
+        if self.decorr:
+            grad += (0.5 * self.decorr) * rules.decorrelation_grad(views, r)
         if self.pred:
-            grads[1] += self.pred * rules.predictive_grad(z_now, z_prev, r)
-        return grads[0], grads[1]
+            grad[1] += self.pred * rules.predictive_grad(views[1], views[0], r)
+        return grad

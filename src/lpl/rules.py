@@ -1,6 +1,7 @@
 """The LPL objective's three terms as pure functions, with their closed-form gradients.
 
-Shapes: ``z`` is ``(batch, features)``, the output of one layer for one view. ``reduction``
+Shapes: ``z`` is ``(batch, features)``, the output of one layer for one view; the Hebbian and
+decorrelation functions also take ``(views, batch, features)`` and then sum over views. ``reduction``
 chooses how a term is normalised over units:
 
 - ``"sum"`` (our default): predictive and Hebbian terms summed over units, decorrelation the
@@ -59,38 +60,38 @@ def predictive_grad(z_now: Tensor, z_prev: Tensor, reduction: Reduction = "sum")
 
 
 def centered(z: Tensor) -> Tensor:
-    """``z`` (B, M) minus its batch mean, with the mean treated as a constant (detached)."""
-    return z - z.detach().mean(dim=0, keepdim=True)
+    """``z`` (..., B, M) minus its batch mean, with the mean treated as a constant (detached)."""
+    return z - z.detach().mean(dim=-2, keepdim=True)
 
 
 def hebbian_loss(z: Tensor, reduction: Reduction = "sum", eps: float = EPS) -> Tensor:
     """``-log(var_i + eps)`` for each unit's unbiased batch variance of ``z`` (B, M), mean detached."""
-    variance = centered(z).square().sum(dim=0) / (z.shape[0] - 1)
-    return -torch.log(variance + eps).sum() * _unit_scale(z.shape[1], reduction)
+    variance = centered(z).square().sum(dim=-2) / (z.shape[-2] - 1)
+    return -torch.log(variance + eps).sum() * _unit_scale(z.shape[-1], reduction)
 
 
 def hebbian_grad(z: Tensor, reduction: Reduction = "sum", eps: float = EPS) -> Tensor:
-    """d hebbian_loss / d z, shape (B, M): ``-2 (z - mean) / ((B - 1)(var + eps))``."""
-    batch = z.shape[0]
+    """d hebbian_loss / d z, shape (..., B, M): ``-2 (z - mean) / ((B - 1)(var + eps))``."""
+    batch = z.shape[-2]
     zc = centered(z)
-    variance = zc.square().sum(dim=0) / (batch - 1)
-    scale = -2.0 * _unit_scale(z.shape[1], reduction) / (batch - 1)
+    variance = zc.square().sum(dim=-2, keepdim=True) / (batch - 1)
+    scale = -2.0 * _unit_scale(z.shape[-1], reduction) / (batch - 1)
     return zc * (scale / (variance + eps))
 
 
 def off_diagonal_covariance(z: Tensor) -> Tensor:
-    """Covariance (M, M) of ``z`` (B, M) over the batch (mean detached) with its diagonal zeroed."""
+    """Covariance (..., M, M) of ``z`` (..., B, M) over the batch (mean detached), diagonal zeroed."""
     zc = centered(z)
-    cov = zc.T @ zc / (z.shape[0] - 1)
-    return cov - torch.diag_embed(torch.diagonal(cov))
+    cov = zc.mT @ zc / (z.shape[-2] - 1)
+    return cov - torch.diag_embed(torch.diagonal(cov, dim1=-2, dim2=-1))
 
 
 def decorrelation_loss(z: Tensor, reduction: Reduction = "sum") -> Tensor:
     """Sum of squared off-diagonal covariances of ``z`` (B, M) (or their mean over M^2 - M)."""
-    return off_diagonal_covariance(z).square().sum() * _pair_scale(z.shape[1], reduction)
+    return off_diagonal_covariance(z).square().sum() * _pair_scale(z.shape[-1], reduction)
 
 
 def decorrelation_grad(z: Tensor, reduction: Reduction = "sum") -> Tensor:
-    """d decorrelation_loss / d z, shape (B, M): ``4 (z - mean) C_off / (B - 1)``."""
-    scale = 4.0 * _pair_scale(z.shape[1], reduction) / (z.shape[0] - 1)
+    """d decorrelation_loss / d z, shape (..., B, M): ``4 (z - mean) C_off / (B - 1)``."""
+    scale = 4.0 * _pair_scale(z.shape[-1], reduction) / (z.shape[-2] - 1)
     return centered(z) @ (off_diagonal_covariance(z) * scale)

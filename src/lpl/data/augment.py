@@ -59,4 +59,4 @@ class WeakAugment:
         pixels = self.windows[copy * self.count + index[:, None], shift[0] + self.rows, shift[1]]
         contrast = 1.0 + self.spec.contrast * jitter[0]
         offset = 0.5 * (1.0 - contrast) + self.spec.brightness * jitter[1]
-        return (pixels.view(n, -1) * (contrast * self.scale) + offset).clamp_(0.0, 1.0)
+        return pixels.view(n, -1).float().mul_(contrast * self.scale).add_(offset).clamp_(0.0, 1.0)

@@ -117,8 +117,8 @@ def generate_shapes(num_sequences: int, spec: ShapesSpec = ShapesSpec(), seed: i
     labels = (torch.arange(S) % len(CLASSES))[torch.randperm(S, generator=g)]
     steps = torch.arange(T, dtype=torch.float32)[None, :, None]
     step_size = spec.max_step_px * 2.0 / spec.size
-    center = _bounce(uniform(-spec.max_offset, spec.max_offset, S, 1, 2) + steps * uniform(-step_size, step_size, S, 1, 2),
-                     -0.45, 0.45)
+    start = uniform(-spec.max_offset, spec.max_offset, S, 1, 2)
+    center = _bounce(start + steps * uniform(-step_size, step_size, S, 1, 2), -0.45, 0.45)
     angle = uniform(0, 2 * math.pi, S, 1) + steps[..., 0] * uniform(-spec.max_rotation, spec.max_rotation, S, 1)
     log_scale = math.log(0.45) + uniform(-0.25, 0.25, S, 1)
     log_scale = _bounce(log_scale + steps[..., 0] * uniform(-spec.max_rescale, spec.max_rescale, S, 1),

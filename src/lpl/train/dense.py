@@ -44,16 +44,19 @@ class DenseLPLConfig(RunConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(len(self.dims) >= 2 and min(self.dims) > 0, f"--dims needs positive sizes, input first; got {self.dims}")
+        require(len(self.dims) >= 2 and min(self.dims) > 0,
+                f"--dims needs positive sizes, input first; got {self.dims}")
         require(min(self.lr_hebb, self.lr_pred, self.lr_stab) >= 0, "learning rates must be >= 0")
-        require(self.max_update_norm > 0 and self.weight_bound > 0, "--max-update-norm and --weight-bound must be positive")
+        require(self.max_update_norm > 0 and self.weight_bound > 0,
+                "--max-update-norm and --weight-bound must be positive")
 
     def plasticity(self) -> Plasticity:
         return Plasticity(self.lr_pred, self.lr_hebb, self.lr_stab, self.reduction,
                           self.max_update_norm, self.weight_bound, self.grad)
 
     def paths(self) -> RunPaths:
-        stem = {"lpl": "activations", "hierarchical_lpl": "hierarchical_activations"}.get(self.name, f"{self.name}_activations")
+        stems = {"lpl": "activations", "hierarchical_lpl": "hierarchical_activations"}
+        stem = stems.get(self.name, f"{self.name}_activations")
         return RunPaths(Path(self.output_dir), self.name, stem)
 
 

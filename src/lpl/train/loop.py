@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lpl.config import option, require
-from lpl.io import atomic_torch_save, atomic_write_json, atomic_write_jsonl, run_metadata
+from lpl.io import atomic_write_json, atomic_write_jsonl, run_metadata
 from lpl.train.checkpoint import CheckpointFolder
 from lpl.validation import LPLError
 
