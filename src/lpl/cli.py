@@ -23,6 +23,11 @@ def _dense():
     return dense
 
 
+def _byol():
+    from lpl.train import byol
+    return byol
+
+
 def _sanity():
     from lpl.train import sanity
     return sanity
@@ -33,6 +38,8 @@ COMMANDS: dict[str, Command] = {
                      "single-layer LPL (default: CIFAR-10, 3072 -> 128, 5000 steps)"),
     "train-hierarchical": Command(lambda: _dense().HierarchicalLPLConfig, lambda: _dense().train_dense,
                                   "layer-local LPL stack (default: shapes, 1024 -> 128 -> 64, 10000 steps)"),
+    "train-byol": Command(lambda: _byol().BYOLConfig, lambda: _byol().train_byol,
+                          "BYOL baseline, only the first conv layer trained (default: CIFAR-10, 1000 steps)"),
     "sanity": Command(lambda: _sanity().SanityConfig, lambda: _sanity().sanity_check,
                       "one LPL layer on random data: weights, variance and NaN checks"),
 }

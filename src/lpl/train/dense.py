@@ -139,6 +139,9 @@ class DenseLPLTask:
         blob["labels"] = self.eval_labels
         return [atomic_torch_save(blob, self.paths.activation_file(tag))]
 
+    def write_logs(self) -> None:
+        """The loop's own log holds everything this task reports."""
+
     def save_weights(self) -> Path:
         return atomic_torch_save({"dims": self.config.dims, "state_dict": self.stack.state_dict()},
                                  self.paths.weights / f"{self.config.name}_weights.pt")

@@ -76,6 +76,9 @@ class Task(Protocol):
 
     def save_weights(self) -> Path: ...
 
+    def write_logs(self) -> None:
+        """Write any task-specific log files (called whenever the loop writes its own)."""
+
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
@@ -237,6 +240,7 @@ def run_training(task: Task, config: RunConfig, paths: RunPaths) -> RunResult:
                 record = {"step": step, **task.diagnostics(), "samples_per_s": round(rate, 1)}
                 records.append(record)
                 atomic_write_jsonl(records, paths.log_file)
+                task.write_logs()
                 bar.set_postfix_str(f"samples/s={rate:.0f}")
                 tqdm.write(_format(record))
                 last_time, last_step = time.perf_counter(), step
@@ -251,6 +255,7 @@ def run_training(task: Task, config: RunConfig, paths: RunPaths) -> RunResult:
                 checkpoint(step)
     bar.close()
     atomic_write_jsonl(records, paths.log_file)
+    task.write_logs()
     if result.status != "interrupted":
         task.export("after")
         task.save_weights()
