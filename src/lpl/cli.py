@@ -28,6 +28,16 @@ def _byol():
     return byol
 
 
+def _analysis():
+    from lpl.analysis import commands
+    return commands
+
+
+def _demo():
+    from lpl import demo
+    return demo
+
+
 def _sanity():
     from lpl.train import sanity
     return sanity
@@ -42,6 +52,14 @@ COMMANDS: dict[str, Command] = {
                           "BYOL baseline, only the first conv layer trained (default: CIFAR-10, 1000 steps)"),
     "sanity": Command(lambda: _sanity().SanityConfig, lambda: _sanity().sanity_check,
                       "one LPL layer on random data: weights, variance and NaN checks"),
+    "analyze": Command(lambda: _analysis().AnalyzeConfig, lambda: _analysis().analyze,
+                       "statistics, probes, invariance and baselines of representation files"),
+    "compare": Command(lambda: _analysis().CompareConfig, lambda: _analysis().compare,
+                       "one side-by-side table (Markdown and CSV) of several runs"),
+    "report": Command(lambda: _analysis().ReportConfig, lambda: _analysis().report,
+                      "Markdown report with figures of every run in an output folder"),
+    "demo": Command(lambda: _demo().DemoConfig, lambda: _demo().demo,
+                    "train LPL, hierarchical LPL and BYOL on shapes briefly, analyse, write the report"),
 }
 
 

@@ -14,11 +14,15 @@ from lpl.validation import LPLError
 C = TypeVar("C")
 
 
-def option(default: Any, help: str, **kwargs: Any) -> Any:
-    """A dataclass field with help text for ``--help``; lists take ``default`` as a factory."""
+def option(default: Any, help: str, positional: bool = False) -> Any:
+    """A dataclass field with help text for ``--help``; lists take ``default`` as a factory.
+
+    ``positional=True`` makes it a positional argument instead of a ``--flag``.
+    """
+    metadata = {"help": help, "positional": positional}
     if isinstance(default, list):
-        return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help, **kwargs})
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def _flag_kwargs(tp: Any, default: Any) -> dict[str, Any]:
@@ -44,9 +48,13 @@ def build_parser(config_cls: type, prog: str, description: str) -> argparse.Argu
     for field in dataclasses.fields(config_cls):
         default = (field.default_factory() if field.default_factory is not dataclasses.MISSING
                    else field.default)
+        kwargs = _flag_kwargs(hints[field.name], default)
+        if field.metadata.get("positional"):
+            parser.add_argument(field.name, help=field.metadata.get("help", ""), **kwargs)
+            continue
         parser.add_argument(
             "--" + field.name.replace("_", "-"), dest=field.name, default=default,
-            help=field.metadata.get("help", ""), **_flag_kwargs(hints[field.name], default),
+            help=field.metadata.get("help", ""), **kwargs,
         )
     return parser
 

@@ -60,7 +60,8 @@ class BYOLTask:
         self.shape = train.shape
         self.images = train.images.to(self.device)
         self.augment = StrongAugmentSpec(color=self.shape[0] == 3)
-        self.pairs = PairStream(train, "auto", config.seed + 1, device=self.device) if config.views == "temporal" else None
+        temporal = config.views == "temporal"
+        self.pairs = PairStream(train, "auto", config.seed + 1, device=self.device) if temporal else None
         self.generator = torch.Generator(self.device).manual_seed(config.seed + 1)
         torch.manual_seed(config.seed)
         self.model = BYOL(self.shape[0], tau=config.tau).to(self.device)

@@ -206,6 +206,7 @@ def run_training(task: Task, config: RunConfig, paths: RunPaths) -> RunResult:
     else:
         checkpoints.clear()
     atomic_write_json({"config": _config_dict(config), "run": run_metadata(),
+                       "activation_files": [paths.activation_file(tag).name for tag in ("before", "after")],
                        "resumed_from": str(resumed_from) if resumed_from else None}, paths.config_file)
     if resumed_from:
         tqdm.write(f"resuming '{paths.name}' from {resumed_from} at step {start}")

@@ -1,0 +1,155 @@
+"""Read the files training writes and evaluate every representation in them, with baselines."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lpl.analysis import metrics
+from lpl.data import load_dataset
+from lpl.data.images import ImageSet
+from lpl.io import load_torch
+from lpl.validation import LPLError
+
+REPRESENTATION_KEYS = ("activations", "embeddings")
+
+
+@dataclass
+class Representations:
+    """The representations of one file: name -> (N, M) tensor, with labels (N,)."""
+
+    path: Path
+    layers: dict[str, Tensor]
+    labels: Tensor
+
+
+def _layer_name(key: str) -> str:
+    return key.removesuffix("_activations")
+
+
+def load_representations(path: str | Path) -> Representations:
+    """Load and check an activation/embedding file (any schema the training scripts write)."""
+    path = Path(path)
+    blob = load_torch(path, "representation file")
+    if not isinstance(blob, dict) or "labels" not in blob:
+        raise LPLError(f"{path} is not a representation file: expected a dict with 'labels' and "
+                       f"'activations', 'embeddings' or 'layer<k>_activations'")
+    layers = {_layer_name(k): v for k, v in blob.items() if k in REPRESENTATION_KEYS or k.endswith("_activations")}
+    if not layers:
+        raise LPLError(f"{path} holds {sorted(blob)}: no 'activations', 'embeddings' or 'layer<k>_activations'")
+    labels = blob["labels"]
+    if not isinstance(labels, Tensor) or labels.ndim != 1 or labels.dtype not in (torch.int64, torch.int32):
+        raise LPLError(f"'labels' in {path} must be an integer tensor (N,)")
+    for name, x in layers.items():
+        if not isinstance(x, Tensor) or x.ndim != 2 or not x.is_floating_point():
+            raise LPLError(f"'{name}' in {path} must be a float tensor (N, M)")
+        if len(x) != len(labels):
+            raise LPLError(f"'{name}' in {path} has {len(x)} rows but there are {len(labels)} labels")
+        if not torch.isfinite(x).all():
+            raise LPLError(f"'{name}' in {path} contains NaN or Inf: the run that wrote it diverged")
+    return Representations(path, {k: v.float() for k, v in layers.items()}, labels.long())
+
+
+def before_after(path: str | Path) -> dict[str, Path]:
+    """``{'before': ..., 'after': ...}`` for a file named ``*_before.pt`` or ``*_after.pt`` (those that exist)."""
+    path = Path(path)
+    stem = path.name.removesuffix(".pt").removesuffix("_before").removesuffix("_after")
+    pair = {tag: path.with_name(f"{stem}_{tag}.pt") for tag in ("before", "after")}
+    found = {tag: p for tag, p in pair.items() if p.is_file()}
+    return found or {"after": path}
+
+
+def run_config(path: Path) -> dict[str, Any] | None:
+    """The config of the run that wrote ``path``, from ``../logs/*_config.json`` next to it."""
+    logs = path.parent.parent / "logs"
+    for config_file in sorted(logs.glob("*_config.json")) if logs.is_dir() else []:
+        try:
+            saved = json.loads(config_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if path.name in saved.get("activation_files", []):
+            return saved["config"]
+    return None
+
+
+def run_inputs(path: Path) -> ImageSet | None:
+    """The test images a run exported, when its config can be found and its data loaded."""
+    config = run_config(path)
+    if config is None or "dataset" not in config:
+        return None
+    try:
+        data = load_dataset(config["dataset"], False, config.get("data_dir"), download=False)
+    except LPLError:
+        return None
+    count = config.get("num_export", len(data))
+    return ImageSet(data.images[:count], data.labels[:count], data.classes, data.frames)
+
+
+def consecutive_pairs(count: int, frames: int) -> tuple[Tensor, Tensor]:
+    """Indices (i, i + 1) of consecutive frames among the first ``count`` samples."""
+    first = torch.arange(count - 1)
+    first = first[(first % frames) != frames - 1]
+    return first, first + 1
+
+
+@dataclass
+class Evaluation:
+    """Every figure for one representation."""
+
+    name: str
+    values: dict[str, float] = field(default_factory=dict)
+
+
+def evaluate(name: str, x: Tensor, labels: Tensor, frames: int = 1, probes: bool = True) -> Evaluation:
+    """Statistics, probes and invariance of one representation x (N, M)."""
+    values: dict[str, float] = dict(metrics.unit_statistics(x))
+    if probes:
+        values.update(metrics.probe_scores(x, labels))
+    values.update(metrics.class_similarity(x, labels))
+    if frames > 1:
+        first, second = consecutive_pairs(len(x), frames)
+        values.update(metrics.pair_similarity(x[first], x[second]))
+    return Evaluation(name, values)
+
+
+def baselines(inputs: ImageSet, width: int, probes: bool = True) -> list[Evaluation]:
+    """Raw pixels, a random squashed projection of ``width`` units, and PCA to ``width``."""
+    pixels = inputs.flat_float()
+    labels = inputs.labels
+    return [
+        evaluate("pixels", pixels, labels, inputs.frames, probes),
+        evaluate(f"random{width}", metrics.random_projection(pixels, width), labels, inputs.frames, probes),
+        evaluate(f"pca{width}", metrics.pca_projection(pixels, width), labels, inputs.frames, probes),
+    ]
+
+
+def analyze_file(path: str | Path, with_baselines: bool = True, probes: bool = True,
+                 cache: dict[tuple, list[Evaluation]] | None = None) -> list[Evaluation]:
+    """Evaluate every representation of a file, before and after training when both exist.
+
+    Baselines are computed on the run's own exported test images; ``cache`` shares them between
+    files of runs on the same inputs.
+    """
+    files = before_after(path)
+    runs = {tag: load_representations(p) for tag, p in files.items()}
+    stem = Path(path).name.removesuffix(".pt").removesuffix("_before").removesuffix("_after")
+    inputs = run_inputs(next(iter(files.values())))
+    frames = inputs.frames if inputs is not None else 1
+    results = [evaluate(f"{stem}/{layer}/{tag}" if len(run.layers) > 1 else f"{stem}/{tag}", x, run.labels,
+                        frames, probes)
+               for tag, run in runs.items() for layer, x in run.layers.items()]
+    if with_baselines and inputs is not None:
+        reference = next(iter(runs.values()))
+        if len(inputs) == len(reference.labels) and torch.equal(inputs.labels, reference.labels):
+            width = next(iter(reference.layers.values())).shape[1]
+            key = (tuple(inputs.images.shape), float(inputs.images[:64].float().sum()), width, probes)
+            cache = {} if cache is None else cache
+            if key not in cache:
+                cache[key] = baselines(inputs, width, probes)
+            results += [Evaluation(f"{stem}/baseline/{b.name}", b.values) for b in cache[key]]
+    return results
