@@ -38,6 +38,11 @@ def _demo():
     return demo
 
 
+def _deep():
+    from lpl.train import deep
+    return deep
+
+
 def _sanity():
     from lpl.train import sanity
     return sanity
@@ -50,6 +55,8 @@ COMMANDS: dict[str, Command] = {
                                   "layer-local LPL stack (default: shapes, 1024 -> 128 -> 64, 10000 steps)"),
     "train-byol": Command(lambda: _byol().BYOLConfig, lambda: _byol().train_byol,
                           "BYOL baseline, only the first conv layer trained (default: CIFAR-10, 1000 steps)"),
+    "train-deep": Command(lambda: _deep().DeepLPLConfig, lambda: _deep().train_deep,
+                          "layer-local VGG-11 LPL, the paper's main experiment (default: CIFAR-10, 800 epochs)"),
     "sanity": Command(lambda: _sanity().SanityConfig, lambda: _sanity().sanity_check,
                       "one LPL layer on random data: weights, variance and NaN checks"),
     "analyze": Command(lambda: _analysis().AnalyzeConfig, lambda: _analysis().analyze,

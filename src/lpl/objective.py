@@ -27,6 +27,7 @@ class LPLObjective:
     decorr: float = 10.0
     reduction: Reduction = "sum"
     eps: float = rules.EPS
+    stop_gradient: bool = True  # of the earlier view in the predictive term (autograd paths only)
 
     def coefficients(self) -> dict[str, float]:
         return {"pred": self.pred, "hebb": self.hebb, "decorr": self.decorr}
@@ -44,7 +45,7 @@ class LPLObjective:
         """Weighted total, differentiable (the autograd path and the deep network use it)."""
         r, views, total = self.reduction, torch.stack((z_prev, z_now)), z_now.new_zeros(())
         if self.pred:
-            total = total + self.pred * rules.predictive_loss(z_now, z_prev, r)
+            total = total + self.pred * rules.predictive_loss(z_now, z_prev, r, self.stop_gradient)
         if self.hebb:
             total = total + 0.5 * self.hebb * rules.hebbian_loss(views, r, self.eps)
         if self.decorr:
@@ -54,7 +55,7 @@ class LPLObjective:
     def grad(self, views: Tensor) -> Tensor:
         """Closed-form d loss / d views for ``views`` (2, B, M) = (z_prev, z_now); autograd's value.
 
-        Both views' statistics are computed in one batched pass.
+        Both views' statistics are computed in one batched pass. Assumes ``stop_gradient``.
         """
         r, grad = self.reduction, torch.zeros_like(views)
         if self.hebb:

@@ -44,12 +44,13 @@ def _pair_scale(features: int, reduction: Reduction) -> float:
     return 1.0 if reduction == "sum" else 1.0 / (features * features - features)
 
 
-def predictive_loss(z_now: Tensor, z_prev: Tensor, reduction: Reduction = "sum") -> Tensor:
-    """Squared prediction error of ``z_now`` (B, M) toward the stop-gradient ``z_prev`` (B, M).
+def predictive_loss(z_now: Tensor, z_prev: Tensor, reduction: Reduction = "sum", stop_gradient: bool = True) -> Tensor:
+    """Squared prediction error of ``z_now`` (B, M) toward ``z_prev`` (B, M), by default a constant.
 
-    Mean over the batch; summed (or averaged) over units.
+    Mean over the batch; summed (or averaged) over units. ``stop_gradient=False`` lets the gradient
+    reach both views, as the official deep-network code does (``F.mse_loss(z1, z2)``).
     """
-    error = (z_now - z_prev.detach()).square().sum(dim=1).mean()
+    error = (z_now - (z_prev.detach() if stop_gradient else z_prev)).square().sum(dim=1).mean()
     return error * _unit_scale(z_now.shape[1], reduction)
 
 

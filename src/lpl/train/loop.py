@@ -13,7 +13,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -47,9 +47,15 @@ class RunConfig:
     overwrite: bool = option(False, "replace the outputs of an earlier run of the same name")
     progress: bool = option(True, "show a progress bar")
 
+    # Fields that must be > 0; a subclass may let some of them be 0 (meaning "derived").
+    POSITIVE: ClassVar[tuple[str, ...]] = ("steps", "batch_size", "log_every", "checkpoint_every",
+                                           "keep_checkpoints", "num_export")
+
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints", "num_export"):
-            require(getattr(self, name) > 0, f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+            low = 0 if name in self.POSITIVE else -1
+            require(getattr(self, name) > low,
+                    f"--{name.replace('_', '-')} must be {'positive' if low == 0 else '>= 0'}, got {getattr(self, name)}")
         require(self.batch_size >= 2, "--batch-size must be at least 2 (LPL needs batch statistics)")
         require(not (self.resume and self.overwrite), "--resume and --overwrite exclude each other; pick one")
         if self.device.startswith("cuda"):

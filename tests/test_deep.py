@@ -1,0 +1,140 @@
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from lpl.cli import main
+from lpl.deep import DeepLPLLoss, DeepLPLNet
+from lpl.train.deep import DeepLPLConfig, linear_readout, lr_at
+
+SMALL = ["--dataset", "shapes", "--channels", "8", "16", "16", "--pool-after", "1", "2", "--batch-size", "16",
+         "--num-export", "64", "--eval-train", "128", "--eval-epochs", "2", "--no-progress"]
+
+
+def _net_and_views(seed=0):
+    torch.manual_seed(seed)
+    return DeepLPLNet(1, (4, 6, 8), (1, 2)), torch.rand(2 * 12, 1, 16, 16)
+
+
+def _grads(net):
+    return [None if p.grad is None else p.grad.clone() for p in net.parameters()]
+
+
+def test_locality_no_gradient_reaches_a_lower_block():
+    net, views = _net_and_views()
+    total, terms = DeepLPLLoss()(net(views))
+    assert len(terms) == 3
+    total.backward()
+    full = _grads(net)
+    net.zero_grad(set_to_none=True)
+    only_first, _ = DeepLPLLoss()(net(views)[:1])  # block 1's own loss alone
+    only_first.backward()
+    first_block = len(list(net.blocks[0].parameters()))
+    for a, b in zip(full[:first_block], _grads(net)[:first_block]):
+        assert torch.equal(a, b)
+
+
+def test_end_to_end_sends_the_last_loss_to_every_block():
+    net, views = _net_and_views()
+    total, terms = DeepLPLLoss(end_to_end=True)(net(views, local=False))
+    assert len(terms) == 1
+    total.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.blocks[0].parameters())
+
+
+@pytest.mark.parametrize("term", ["pred", "hebb", "decorr"])
+def test_each_coefficient_switches_off_exactly_its_term(term):
+    net, views = _net_and_views()
+    maps = net(views)
+    full, terms = DeepLPLLoss()(maps)
+    off, _ = DeepLPLLoss(**{term: 0.0})(maps)
+    weight = {"pred": 1.0, "hebb": 1.0, "decorr": 10.0}[term]
+    assert torch.allclose(full - off, weight * sum(t[term] for t in terms), atol=1e-5)
+
+
+def test_shuffled_positives_change_only_the_predictive_term():
+    net, views = _net_and_views()
+    maps = net(views)
+    _, plain = DeepLPLLoss()(maps)
+    _, shuffled = DeepLPLLoss()(maps, torch.randperm(12, generator=torch.Generator().manual_seed(1)))
+    for a, b in zip(plain, shuffled):
+        assert not torch.equal(a["pred"], b["pred"])
+        assert torch.allclose(a["hebb"], b["hebb"]) and torch.allclose(a["decorr"], b["decorr"])
+
+
+def test_no_pooling_uses_full_feature_maps():
+    net, views = _net_and_views()
+    maps = net(views)
+    _, pooled = DeepLPLLoss()(maps)
+    _, full = DeepLPLLoss(no_pooling=True)(maps)
+    assert not torch.allclose(pooled[0]["pred"], full[0]["pred"])
+
+
+def test_linear_readout_separates_separable_features():
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(600) % 3
+    x = torch.nn.functional.one_hot(y, 3).float() * 3 + torch.randn(600, 3, generator=g) * 0.2
+    assert linear_readout(x[:400], y[:400], x[400:], y[400:], epochs=30, batch=64, lr=1e-2) > 0.98
+
+
+def test_schedule_warms_up_then_decays():
+    config = DeepLPLConfig(epochs=100, warmup_epochs=10)
+    assert lr_at(config, 0, 100) == 0 and lr_at(config, 5, 100) == pytest.approx(5e-4)
+    assert lr_at(config, 10, 100) == pytest.approx(1e-3) and lr_at(config, 100, 100) == pytest.approx(1e-6)
+
+
+def test_small_run_writes_results_for_initialisation_and_trained(tmp_path):
+    out = tmp_path / "out"
+    assert main(["train-deep", *SMALL, "--steps", "4", "--output-dir", str(out)]) == 0
+    results = json.loads((out / "logs" / "deep_lpl_results.json").read_text())
+    assert [r["layer"] for r in results["initialisation"]] == [1, 2, 3]
+    assert {"readout", "participation_ratio", "mean_activation"} <= set(results["trained"][0])
+    blob = torch.load(out / "activations" / "deep_lpl_activations_after.pt")
+    assert blob["layer3_activations"].shape == (64, 16) and blob["labels"].shape == (64,)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, views: torch.Tensor, state: dict, out: dict) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    net = DeepLPLNet(1, (4, 6), (1,))
+    net.load_state_dict(state)
+    model = torch.nn.parallel.DistributedDataParallel(net)
+    half = views.shape[0] // 2 // world  # this rank's share of each view
+    earlier, later = views[: views.shape[0] // 2], views[views.shape[0] // 2:]
+    local = torch.cat((earlier[rank * half:(rank + 1) * half], later[rank * half:(rank + 1) * half]))
+    total, terms = DeepLPLLoss()(model(local))
+    total.backward()
+    out[rank] = {"terms": [{k: v.item() for k, v in t.items()} for t in terms],
+                 "grads": [p.grad.clone() for p in net.parameters()]}
+    dist.destroy_process_group()
+
+
+def test_two_gloo_processes_compute_the_global_batch_rule():
+    torch.manual_seed(0)
+    net = DeepLPLNet(1, (4, 6), (1,))
+    views = torch.rand(2 * 16, 1, 12, 12)
+    total, terms = DeepLPLLoss()(net(views))
+    total.backward()
+    expected_grads = [p.grad for p in net.parameters()]
+    manager = mp.Manager()
+    out = manager.dict()
+    mp.spawn(_worker, args=(2, _free_port(), views, net.state_dict(), out), nprocs=2, join=True)
+    for rank in (0, 1):
+        for single, shard in zip(terms, out[rank]["terms"]):
+            assert shard["hebb"] == pytest.approx(single["hebb"].item(), rel=1e-5)
+            assert shard["decorr"] == pytest.approx(single["decorr"].item(), rel=1e-4)
+        for expected, got in zip(expected_grads, out[rank]["grads"]):  # DDP averages over ranks
+            assert torch.allclose(expected, got, rtol=1e-4, atol=1e-5)  # float32 summation order
+    mean_pred = [(out[0]["terms"][i]["pred"] + out[1]["terms"][i]["pred"]) / 2 for i in range(len(terms))]
+    assert mean_pred == pytest.approx([t["pred"].item() for t in terms], rel=1e-5)
