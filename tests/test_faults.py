@@ -1,0 +1,184 @@
+"""Never lose a run: interruption, resume, kill -9 during writes, corrupt checkpoints, NaN."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lpl.cli import main
+from lpl.train import loop
+from lpl.train.checkpoint import CheckpointFolder, load_checkpoint
+from lpl.validation import LPLError
+
+DENSE = ["--dataset", "shapes", "--dims", "1024", "16", "--batch-size", "16"]
+RUNS = {
+    "train": (DENSE, "activations_after.pt", "lpl_weights.pt"),
+    "train-hierarchical": (["--dims", "1024", "16", "8", "--batch-size", "16"],
+                           "hierarchical_activations_after.pt", "hierarchical_lpl_weights.pt"),
+    "train-byol": (["--dataset", "shapes", "--batch-size", "8"], "byol_shapes_embeddings_after.pt",
+                   "byol_shapes_weights.pt"),
+    "train-deep": (["--dataset", "shapes", "--channels", "4", "8", "--pool-after", "1", "--batch-size", "16",
+                    "--eval-train", "64", "--eval-epochs", "1"], "deep_lpl_activations_after.pt", "deep_lpl_weights.pt"),
+}
+
+
+def _args(command: str, out: Path, steps: int = 6) -> list[str]:
+    extra, _, _ = RUNS[command]
+    return [command, *extra, "--steps", str(steps), "--log-every", "2", "--checkpoint-every", "2",
+            "--num-export", "48", "--output-dir", str(out), "--no-progress"]
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    blob = torch.load(path, weights_only=True)
+    blob = blob.get("state_dict", blob)
+    return {k: v for k, v in blob.items() if isinstance(v, torch.Tensor)}
+
+
+def _assert_same_outputs(command: str, a: Path, b: Path) -> None:
+    _, activations, weights = RUNS[command]
+    for name, folder in ((activations, "activations"), (weights, "weights")):
+        left, right = _tensors(a / folder / name), _tensors(b / folder / name)
+        assert left.keys() == right.keys()
+        for key in left:
+            assert torch.equal(left[key], right[key]), f"{name}:{key} differs"
+
+
+@pytest.mark.parametrize("command", list(RUNS))
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(command, tmp_path, monkeypatch, capsys):
+    assert main(_args(command, tmp_path / "whole")) == 0
+    write_log, sent = loop.atomic_write_jsonl, []
+
+    def interrupt_at_first_log(records, path):
+        write_log(records, path)
+        if not sent:  # delivered to the loop's handler: finish the step, checkpoint, stop
+            sent.append(os.kill(os.getpid(), signal.SIGINT))
+
+    monkeypatch.setattr(loop, "atomic_write_jsonl", interrupt_at_first_log)
+    assert main(_args(command, tmp_path / "split")) == loop.EXIT_INTERRUPTED
+    assert "--resume" in capsys.readouterr().err
+    monkeypatch.setattr(loop, "atomic_write_jsonl", write_log)
+    assert not any((tmp_path / "split" / "activations").glob("*_after.pt"))
+    assert main([*_args(command, tmp_path / "split"), "--resume"]) == 0
+    _assert_same_outputs(command, tmp_path / "whole", tmp_path / "split")
+
+
+def _start(out: Path, steps: int = 100_000) -> subprocess.Popen:
+    args = [sys.executable, "-m", "lpl.cli", *_args("train", out, steps)[:-1], "--log-every", "20"]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_writes_a_resumable_checkpoint_and_says_how_to_resume(signum, tmp_path):
+    out = tmp_path / "out"
+    process = _start(out)
+    first_log = process.stdout.readline()  # the first diagnostics line: training is under way
+    assert first_log.startswith("step=20")
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == loop.EXIT_INTERRUPTED
+    assert "continue with the same command plus --resume" in err
+    state, path = CheckpointFolder(out / "weights", "lpl").latest()
+    assert state["step"] >= 20
+    assert main([*_args("train", out, state["step"] + 4), "--resume"]) == 0
+
+
+WRITER = textwrap.dedent("""
+    import sys, torch
+    from lpl.io import atomic_torch_save, atomic_write_json
+    target = sys.argv[1]
+    for i in range(100000):
+        atomic_torch_save({"value": torch.full((1_000_000,), float(i))}, target + ".pt")
+        atomic_write_json({"value": i, "pad": "x" * 100000}, target + ".json")
+        if i == 1:
+            print("ready", flush=True)
+""")
+
+
+def test_kill_9_during_writes_leaves_old_or_new_files_never_half(tmp_path):
+    target = tmp_path / "result"
+    for _ in range(3):
+        process = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE, text=True)
+        assert process.stdout.readline().strip() == "ready"
+        time.sleep(0.3)
+        process.kill()  # SIGKILL, at an arbitrary point of a write
+        process.wait()
+        value = torch.load(f"{target}.pt", weights_only=True)["value"]
+        assert value.shape == (1_000_000,) and bool((value == value[0]).all())
+        assert json.loads(Path(f"{target}.json").read_text())["value"] >= 1
+
+
+def test_corrupt_latest_checkpoint_is_detected_and_the_previous_one_used(tmp_path):
+    assert main(_args("train", tmp_path / "whole", steps=8)) == 0
+    split = tmp_path / "split"
+    assert main(_args("train", split, steps=6)) == 0
+    newest = CheckpointFolder(split / "weights", "lpl").paths()[-1]
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    newest.write_bytes(bytes(data))
+    with pytest.raises(LPLError, match="checksum mismatch"):
+        load_checkpoint(newest)
+    with pytest.warns(UserWarning, match="trying the previous checkpoint"):
+        assert main([*_args("train", split, steps=8), "--resume"]) == 0
+    _assert_same_outputs("train", tmp_path / "whole", split)
+
+
+def test_truncated_checkpoint_is_rejected(tmp_path):
+    assert main(_args("train", tmp_path, steps=2)) == 0
+    (newest,) = CheckpointFolder(tmp_path / "weights", "lpl").paths()
+    newest.write_bytes(newest.read_bytes()[:100])
+    with pytest.raises(LPLError, match="truncated|corrupt"):
+        load_checkpoint(newest)
+    assert main([*_args("train", tmp_path, steps=4), "--resume"]) == 2  # no good checkpoint left
+
+
+def test_resume_refuses_changed_settings(tmp_path, capsys):
+    assert main(_args("train", tmp_path, steps=2)) == 0
+    assert main([*_args("train", tmp_path, steps=4), "--resume", "--lr-hebb", "0.5"]) == 2
+    assert "cannot resume" in capsys.readouterr().err
+
+
+def test_nan_stops_early_keeps_finite_weights_and_outputs(tmp_path, monkeypatch, capsys):
+    from lpl.objective import LPLObjective
+
+    grad, calls = LPLObjective.grad, {"n": 0}
+
+    def poisoned(self, views):
+        calls["n"] += 1
+        result = grad(self, views)
+        return result * float("nan") if calls["n"] >= 4 else result
+
+    monkeypatch.setattr(LPLObjective, "grad", poisoned)
+    with pytest.warns(RuntimeWarning, match="non-finite values .* at step 4"):
+        code = main(_args("train", tmp_path, steps=10))
+    assert code == loop.EXIT_NONFINITE
+    weights = _tensors(tmp_path / "weights" / "lpl_weights.pt")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    assert torch.isfinite(torch.load(tmp_path / "activations" / "activations_after.pt")["activations"]).all()
+    state, _ = CheckpointFolder(tmp_path / "weights", "lpl").latest()
+    assert state["step"] == 3 and torch.equal(state["task"]["stack"]["layers.0.weight"], weights["layers.0.weight"])
+    events = [json.loads(line) for line in (tmp_path / "logs" / "lpl_log.jsonl").read_text().splitlines()]
+    assert events[-1]["event"] == "nonfinite"
+    assert "stopped early" in capsys.readouterr().err
+
+
+def test_nan_loss_in_byol_is_never_applied(tmp_path, monkeypatch):
+    from lpl.byol import BYOL
+
+    loss = BYOL.loss
+
+    def poisoned(self, a, b):
+        value, features = loss(self, a, b)
+        return value * float("nan"), features
+
+    monkeypatch.setattr(BYOL, "loss", poisoned)
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        assert main(_args("train-byol", tmp_path, steps=4)) == loop.EXIT_NONFINITE
+    weights = _tensors(tmp_path / "weights" / "byol_shapes_weights.pt")
+    assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
