@@ -24,6 +24,15 @@ def test_collapse_detection_on_a_constant_column():
     assert stats["min_unit_std"] == 0.0
 
 
+def test_collapse_of_normalised_embeddings_is_judged_relative_to_their_width():
+    g = torch.Generator().manual_seed(0)
+    healthy = torch.nn.functional.normalize(torch.randn(500, 256, generator=g), dim=1)
+    assert metrics.unit_statistics(healthy)["collapsed_units"] == 256  # raw std ~ 1/16
+    assert metrics.unit_statistics(healthy, normalised=True)["collapsed_units"] == 0
+    collapsed = torch.nn.functional.normalize(torch.ones(500, 256) + 1e-3 * torch.randn(500, 256, generator=g), dim=1)
+    assert metrics.unit_statistics(collapsed, normalised=True)["collapsed_units"] == 256
+
+
 def test_probes_reach_perfect_accuracy_on_separable_data_and_chance_on_shuffled_labels():
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(1000) % 4

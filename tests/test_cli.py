@@ -15,7 +15,8 @@ def test_every_config_field_is_a_flag(name, capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     for field in dataclasses.fields(COMMANDS[name].config()):
-        assert "--" + field.name.replace("_", "-") in text
+        positional = field.metadata.get("positional")
+        assert (field.name if positional else "--" + field.name.replace("_", "-")) in text
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -25,7 +25,8 @@ RUNS = {
     "train-byol": (["--dataset", "shapes", "--batch-size", "8"], "byol_shapes_embeddings_after.pt",
                    "byol_shapes_weights.pt"),
     "train-deep": (["--dataset", "shapes", "--channels", "4", "8", "--pool-after", "1", "--batch-size", "16",
-                    "--eval-train", "64", "--eval-epochs", "1"], "deep_lpl_activations_after.pt", "deep_lpl_weights.pt"),
+                    "--eval-train", "64", "--eval-epochs", "1"],
+                   "deep_lpl_activations_after.pt", "deep_lpl_weights.pt"),
 }
 
 

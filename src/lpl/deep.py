@@ -35,7 +35,8 @@ class DeepLPLNet(nn.Module):
                  pool_after: tuple[int, ...] = VGG11_POOL_AFTER):
         super().__init__()
         sizes = (in_channels, *channels)
-        self.blocks = nn.ModuleList(conv_block(sizes[i], sizes[i + 1], i + 1 in pool_after) for i in range(len(channels)))
+        self.blocks = nn.ModuleList(conv_block(sizes[i], sizes[i + 1], i + 1 in pool_after)
+                                    for i in range(len(channels)))
 
     def forward(self, x: Tensor, local: bool = True) -> list[Tensor]:
         """(B, C, H, W) -> [(B, C_k, H_k, W_k)] for every block; inputs detached when ``local``."""
@@ -68,7 +69,8 @@ class DeepLPLLoss:
     no_pooling: bool = False
     end_to_end: bool = False
 
-    def __call__(self, feature_maps: list[Tensor], shuffle: Tensor | None = None) -> tuple[Tensor, list[dict[str, Tensor]]]:
+    def __call__(self, feature_maps: list[Tensor],
+                 shuffle: Tensor | None = None) -> tuple[Tensor, list[dict[str, Tensor]]]:
         """Total loss and each trained layer's unweighted terms (detached) for both views stacked.
 
         ``feature_maps[k]`` is (2B, C, H, W): the B earlier views, then the B later views.

@@ -107,7 +107,8 @@ class Evaluation:
 
 def evaluate(name: str, x: Tensor, labels: Tensor, frames: int = 1, probes: bool = True) -> Evaluation:
     """Statistics, probes and invariance of one representation x (N, M)."""
-    values: dict[str, float] = dict(metrics.unit_statistics(x))
+    normalised = bool(torch.allclose(x.norm(dim=1), torch.ones(len(x)), atol=1e-4))
+    values: dict[str, float] = dict(metrics.unit_statistics(x, normalised))
     if probes:
         values.update(metrics.probe_scores(x, labels))
     values.update(metrics.class_similarity(x, labels))

@@ -25,12 +25,17 @@ def _sparsity(r: Tensor, dim: int) -> Tensor:
     return (1 - ratio) / (1 - 1 / n)
 
 
-def unit_statistics(x: Tensor) -> dict[str, float]:
-    """Per-unit summary of x (N, M): activity, collapse (std < 0.1), sparsity, correlation."""
+def unit_statistics(x: Tensor, normalised: bool = False) -> dict[str, float]:
+    """Per-unit summary of x (N, M): activity, collapse (std < 0.1), sparsity, correlation.
+
+    ``normalised``: rows of x are L2-normalised embeddings, whose units have std ~ 1/sqrt(M) even
+    when healthy; collapse is then judged on std * sqrt(M).
+    """
     std = x.std(dim=0)
+    judged = std * (x.shape[1] ** 0.5 if normalised else 1.0)
     corr = torch.corrcoef(x.T.double())
     off = corr[~torch.eye(x.shape[1], dtype=torch.bool)]
-    collapsed = int((std < COLLAPSE_STD).sum())
+    collapsed = int((judged < COLLAPSE_STD).sum())
     return {
         "units": x.shape[1],
         "mean_activation": float(x.mean()),

@@ -70,7 +70,8 @@ class DeepLPLConfig(RunConfig):
         require(self.epochs > 0 and self.lr > 0 and self.weight_decay >= 0, "--epochs and --lr must be positive")
         require(min(self.pred, self.hebb, self.decorr) >= 0, "coefficients must be >= 0")
         require(not (self.no_pooling and self.end_to_end), "--no-pooling with --end-to-end is not supported")
-        require(all(1 <= p <= len(self.channels) for p in self.pool_after), "--pool-after names blocks 1..len(channels)")
+        require(all(1 <= p <= len(self.channels) for p in self.pool_after),
+                "--pool-after names blocks 1..len(channels)")
 
     def paths(self) -> RunPaths:
         return RunPaths(Path(self.output_dir), self.name, f"{self.name}_activations")
@@ -252,8 +253,9 @@ class DeepLPLTask:
     def save_weights(self) -> Path | None:
         if self.rank != 0:
             return None
-        return atomic_torch_save({"channels": self.config.channels, "pool_after": self.config.pool_after,
-                                  "state_dict": self.net.state_dict()}, self.paths.weights / f"{self.config.name}_weights.pt")
+        blob = {"channels": self.config.channels, "pool_after": self.config.pool_after,
+                "state_dict": self.net.state_dict()}
+        return atomic_torch_save(blob, self.paths.weights / f"{self.config.name}_weights.pt")
 
     def state_dict(self) -> dict[str, Any]:
         return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),

@@ -54,8 +54,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints", "num_export"):
             low = 0 if name in self.POSITIVE else -1
-            require(getattr(self, name) > low,
-                    f"--{name.replace('_', '-')} must be {'positive' if low == 0 else '>= 0'}, got {getattr(self, name)}")
+            bound = "positive" if low == 0 else ">= 0"
+            require(getattr(self, name) > low, f"--{name.replace('_', '-')} must be {bound}, got {getattr(self, name)}")
         require(self.batch_size >= 2, "--batch-size must be at least 2 (LPL needs batch statistics)")
         require(not (self.resume and self.overwrite), "--resume and --overwrite exclude each other; pick one")
         if self.device.startswith("cuda"):
