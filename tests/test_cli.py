@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from lpl.cli import COMMANDS, main
+from lpl.cli import COMMANDS, Command, main
 from lpl.config import build_parser, config_from_dict
 from lpl.train.dense import DenseLPLConfig
 from lpl.validation import LPLError
@@ -14,7 +14,7 @@ def test_every_config_field_is_a_flag(name, capsys):
         main([name, "--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for field in dataclasses.fields(COMMANDS[name].config()):
+    for field in dataclasses.fields(Command.resolve(COMMANDS[name].config)):
         positional = field.metadata.get("positional")
         assert (field.name if positional else "--" + field.name.replace("_", "-")) in text
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,59 +14,37 @@ from lpl.validation import LPLError
 
 @dataclass(frozen=True)
 class Command:
-    config: Callable[[], type]        # imported lazily so `lpl --help` stays fast
-    run: Callable[[], Callable[[Any], Any]]
+    """A sub-command: its config dataclass and its runner, as ``module:attribute`` (imported lazily,
+    so ``lpl --help`` does not import torch)."""
+
+    config: str
+    run: str
     help: str
 
-
-def _dense():
-    from lpl.train import dense
-    return dense
-
-
-def _byol():
-    from lpl.train import byol
-    return byol
-
-
-def _analysis():
-    from lpl.analysis import commands
-    return commands
-
-
-def _demo():
-    from lpl import demo
-    return demo
-
-
-def _deep():
-    from lpl.train import deep
-    return deep
-
-
-def _sanity():
-    from lpl.train import sanity
-    return sanity
+    @staticmethod
+    def resolve(target: str) -> Any:
+        module, attribute = target.split(":")
+        return getattr(importlib.import_module(module), attribute)
 
 
 COMMANDS: dict[str, Command] = {
-    "train": Command(lambda: _dense().DenseLPLConfig, lambda: _dense().train_dense,
+    "train": Command("lpl.train.dense:DenseLPLConfig", "lpl.train.dense:train_dense",
                      "single-layer LPL (default: CIFAR-10, 3072 -> 128, 5000 steps)"),
-    "train-hierarchical": Command(lambda: _dense().HierarchicalLPLConfig, lambda: _dense().train_dense,
+    "train-hierarchical": Command("lpl.train.dense:HierarchicalLPLConfig", "lpl.train.dense:train_dense",
                                   "layer-local LPL stack (default: shapes, 1024 -> 128 -> 64, 10000 steps)"),
-    "train-byol": Command(lambda: _byol().BYOLConfig, lambda: _byol().train_byol,
+    "train-byol": Command("lpl.train.byol:BYOLConfig", "lpl.train.byol:train_byol",
                           "BYOL baseline, only the first conv layer trained (default: CIFAR-10, 1000 steps)"),
-    "train-deep": Command(lambda: _deep().DeepLPLConfig, lambda: _deep().train_deep,
+    "train-deep": Command("lpl.train.deep:DeepLPLConfig", "lpl.train.deep:train_deep",
                           "layer-local VGG-11 LPL, the paper's main experiment (default: CIFAR-10, 800 epochs)"),
-    "sanity": Command(lambda: _sanity().SanityConfig, lambda: _sanity().sanity_check,
+    "sanity": Command("lpl.train.sanity:SanityConfig", "lpl.train.sanity:sanity_check",
                       "one LPL layer on random data: weights, variance and NaN checks"),
-    "analyze": Command(lambda: _analysis().AnalyzeConfig, lambda: _analysis().analyze,
+    "analyze": Command("lpl.analysis.commands:AnalyzeConfig", "lpl.analysis.commands:analyze",
                        "statistics, probes, invariance and baselines of representation files"),
-    "compare": Command(lambda: _analysis().CompareConfig, lambda: _analysis().compare,
+    "compare": Command("lpl.analysis.commands:CompareConfig", "lpl.analysis.commands:compare",
                        "one side-by-side table (Markdown and CSV) of several runs"),
-    "report": Command(lambda: _analysis().ReportConfig, lambda: _analysis().report,
+    "report": Command("lpl.analysis.commands:ReportConfig", "lpl.analysis.commands:report",
                       "Markdown report with figures of every run in an output folder"),
-    "demo": Command(lambda: _demo().DemoConfig, lambda: _demo().demo,
+    "demo": Command("lpl.demo:DemoConfig", "lpl.demo:demo",
                     "train LPL, hierarchical LPL and BYOL on shapes briefly, analyse, write the report"),
 }
 
@@ -87,9 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lpl: error: unknown command {name!r}\n{_usage()}", file=sys.stderr)
         return 2
     command = COMMANDS[name]
-    config = parse_config(command.config(), rest, prog=f"lpl {name}", description=command.help)
+    config = parse_config(Command.resolve(command.config), rest, prog=f"lpl {name}", description=command.help)
     try:
-        result = command.run()(config)
+        result = Command.resolve(command.run)(config)
     except LPLError as exc:
         print(f"lpl {name}: error: {exc}", file=sys.stderr)
         return 2
