@@ -176,6 +176,7 @@ def write_report(output_dir: str | Path, with_baselines: bool = True) -> Path:
     sections += ["## Comparison\n", markdown_table(rows)]
     warnings = collapse_warnings(rows)
     sections += [f"\n**{w}**\n" for w in warnings]
+    sections += _results_tables(root)
     for after in files:
         stem = after.name.removesuffix("_after.pt")
         pair = before_after(after)
@@ -192,6 +193,22 @@ def write_report(output_dir: str | Path, with_baselines: bool = True) -> Path:
     atomic_write_text("\n".join(sections), target)
     atomic_write_text(csv_table(rows), report / "comparison.csv")
     return target
+
+
+def _results_tables(root: Path) -> list[str]:
+    """Per-layer readout of deep runs (``logs/*_results.json``): initialisation vs trained."""
+    out = []
+    for path in sorted((root / "logs").glob("*_results.json")):
+        results = json.loads(path.read_text())
+        if "initialisation" not in results or "trained" not in results:
+            continue
+        out += [f"\n## {path.name.removesuffix('_results.json')}: linear readout per layer\n",
+                "| layer | readout at initialisation | readout trained | participation ratio (init -> trained) |",
+                "|---|---|---|---|"]
+        out += [f"| {a['layer']} | {a['readout']:.3f} | {b['readout']:.3f} | "
+                f"{a['participation_ratio']:.1f} -> {b['participation_ratio']:.1f} |"
+                for a, b in zip(results["initialisation"], results["trained"])]
+    return out
 
 
 def _run_figures(root: Path, stem: str, report: Path, inputs) -> list[str]:
