@@ -82,11 +82,11 @@ class DenseLPLLayer(nn.Module):
 
         A non-finite update is not applied, so the weights stay the last finite ones.
         """
-        norm = torch.linalg.vector_norm(torch.stack((torch.linalg.vector_norm(grad_w),
-                                                      torch.linalg.vector_norm(grad_b))))
-        if not torch.isfinite(norm):
+        norm = torch.hypot(torch.linalg.vector_norm(grad_w), torch.linalg.vector_norm(grad_b))
+        value = float(norm)
+        if not math.isfinite(value):
             return norm
-        scale = -min(1.0, plasticity.max_update_norm / (float(norm) + 1e-12))
+        scale = -min(1.0, plasticity.max_update_norm / (value + 1e-12))
         self.weight.add_(grad_w, alpha=scale).clamp_(-plasticity.weight_bound, plasticity.weight_bound)
         self.bias.add_(grad_b, alpha=scale).clamp_(-plasticity.weight_bound, plasticity.weight_bound)
         return norm

@@ -10,8 +10,6 @@ from torch import Tensor
 from lpl import rules
 from lpl.rules import Reduction
 
-TERMS = ("pred", "hebb", "decorr")
-
 
 @dataclass(frozen=True)
 class LPLObjective:
@@ -28,9 +26,6 @@ class LPLObjective:
     reduction: Reduction = "sum"
     eps: float = rules.EPS
     stop_gradient: bool = True  # of the earlier view in the predictive term (autograd paths only)
-
-    def coefficients(self) -> dict[str, float]:
-        return {"pred": self.pred, "hebb": self.hebb, "decorr": self.decorr}
 
     def terms(self, z_prev: Tensor, z_now: Tensor) -> dict[str, Tensor]:
         """Unweighted value of every term (switched-off ones too, for monitoring); (B, M) inputs."""
@@ -57,11 +52,11 @@ class LPLObjective:
 
         Both views' statistics are computed in one batched pass. Assumes ``stop_gradient``.
         """
-        r, grad = self.reduction, torch.zeros_like(views)
+        r, zc, grad = self.reduction, rules.centered(views), torch.zeros_like(views)
         if self.hebb:
-            grad += (0.5 * self.hebb) * rules.hebbian_grad(views, r, self.eps)
+            grad.add_(rules.hebbian_grad_centered(zc, r, self.eps), alpha=0.5 * self.hebb)
         if self.decorr:
-            grad += (0.5 * self.decorr) * rules.decorrelation_grad(views, r)
+            grad.add_(rules.decorrelation_grad_centered(zc, r), alpha=0.5 * self.decorr)
         if self.pred:
-            grad[1] += self.pred * rules.predictive_grad(views[1], views[0], r)
+            grad[1].add_(rules.predictive_grad(views[1], views[0], r), alpha=self.pred)
         return grad

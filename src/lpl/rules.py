@@ -73,18 +73,26 @@ def hebbian_loss(z: Tensor, reduction: Reduction = "sum", eps: float = EPS) -> T
 
 def hebbian_grad(z: Tensor, reduction: Reduction = "sum", eps: float = EPS) -> Tensor:
     """d hebbian_loss / d z, shape (..., B, M): ``-2 (z - mean) / ((B - 1)(var + eps))``."""
-    batch = z.shape[-2]
-    zc = centered(z)
+    return hebbian_grad_centered(centered(z), reduction, eps)
+
+
+def hebbian_grad_centered(zc: Tensor, reduction: Reduction = "sum", eps: float = EPS) -> Tensor:
+    """``hebbian_grad`` of an already centred ``zc`` (saves recentring when terms share it)."""
+    batch = zc.shape[-2]
     variance = zc.square().sum(dim=-2, keepdim=True) / (batch - 1)
-    scale = -2.0 * _unit_scale(z.shape[-1], reduction) / (batch - 1)
+    scale = -2.0 * _unit_scale(zc.shape[-1], reduction) / (batch - 1)
     return zc * (scale / (variance + eps))
 
 
 def off_diagonal_covariance(z: Tensor) -> Tensor:
     """Covariance (..., M, M) of ``z`` (..., B, M) over the batch (mean detached), diagonal zeroed."""
-    zc = centered(z)
-    cov = zc.mT @ zc / (z.shape[-2] - 1)
-    return cov - torch.diag_embed(torch.diagonal(cov, dim1=-2, dim2=-1))
+    return _off_diagonal_covariance_centered(centered(z))
+
+
+def _off_diagonal_covariance_centered(zc: Tensor) -> Tensor:
+    cov = zc.mT @ zc / (zc.shape[-2] - 1)
+    cov.diagonal(dim1=-2, dim2=-1).zero_()
+    return cov
 
 
 def decorrelation_loss(z: Tensor, reduction: Reduction = "sum") -> Tensor:
@@ -94,5 +102,10 @@ def decorrelation_loss(z: Tensor, reduction: Reduction = "sum") -> Tensor:
 
 def decorrelation_grad(z: Tensor, reduction: Reduction = "sum") -> Tensor:
     """d decorrelation_loss / d z, shape (..., B, M): ``4 (z - mean) C_off / (B - 1)``."""
-    scale = 4.0 * _pair_scale(z.shape[-1], reduction) / (z.shape[-2] - 1)
-    return centered(z) @ (off_diagonal_covariance(z) * scale)
+    return decorrelation_grad_centered(centered(z), reduction)
+
+
+def decorrelation_grad_centered(zc: Tensor, reduction: Reduction = "sum") -> Tensor:
+    """``decorrelation_grad`` of an already centred ``zc``."""
+    scale = 4.0 * _pair_scale(zc.shape[-1], reduction) / (zc.shape[-2] - 1)
+    return zc @ _off_diagonal_covariance_centered(zc).mul_(scale)

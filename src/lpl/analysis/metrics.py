@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -124,7 +123,3 @@ def pca_projection(x: Tensor, width: int) -> Tensor:
     xc = x.double() - x.double().mean(dim=0)
     _, _, v = torch.linalg.svd(xc, full_matrices=False)
     return (xc @ v[: min(width, v.shape[0])].T).float()
-
-
-def chance_level(y: Tensor) -> float:
-    return float(np.bincount(y.numpy()).max() / len(y))

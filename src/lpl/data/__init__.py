@@ -13,7 +13,6 @@ from lpl.data.shapes import load_shapes
 from lpl.io import load_torch
 from lpl.validation import LPLError, validate_inputs
 
-BUILTIN = ("cifar10", "shapes", "digits")
 DATASET_HELP = "cifar10, shapes (generated), digits (scikit-learn, 8x8) or a .pt file {'images', 'labels'[, 'frames']}"
 
 
