@@ -32,6 +32,10 @@ def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> Path:
     return path
 
 
+def atomic_write_bytes(data: bytes, path: Path) -> Path:
+    return _atomic_write(path, lambda handle: handle.write(data), "wb")
+
+
 def atomic_torch_save(obj: Any, path: Path) -> Path:
     """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
     return _atomic_write(path, lambda handle: torch.save(obj, handle), "wb")

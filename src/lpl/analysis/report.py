@@ -10,8 +10,9 @@ from pathlib import Path
 
 import torch
 
-from lpl.analysis.evaluate import Evaluation, analyze_file, before_after, load_representations
-from lpl.io import atomic_write_text
+from lpl.analysis.evaluate import Evaluation, analyze_file, before_after, load_representations, run_inputs
+from lpl.io import atomic_write_bytes, atomic_write_text
+from lpl.validation import LPLError
 
 COLUMNS = ("collapsed_units", "participation_ratio", "mean_abs_correlation", "lifetime_sparsity",
            "linear_probe", "knn20", "knn200", "within_class_similarity", "across_class_similarity",
@@ -149,27 +150,21 @@ def plot_embedding(x: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
     _plt().close(fig)
-    path.write_bytes(buffer.getvalue())
-    return path
+    return atomic_write_bytes(buffer.getvalue(), path)
 
 
 # ---------------------------------------------------------------- report
 
 def write_report(output_dir: str | Path, with_baselines: bool = True) -> Path:
     """``<output_dir>/report/report.md`` with figures for every run found in ``output_dir``."""
-    from lpl.analysis.evaluate import run_inputs
-
     root = Path(output_dir)
     report = root / "report"
     files = sorted((root / "activations").glob("*_after.pt"))
     if not files:
-        from lpl.validation import LPLError
-
         raise LPLError(f"no *_after.pt files in {root / 'activations'}; train something first")
     sections = [f"# LPL report: `{root}`\n"]
     rows = analyze_files(files, with_baselines)

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from lpl.io import _atomic_write
+from lpl.io import atomic_write_bytes
 from lpl.validation import LPLError
 
 MAGIC = b"LPLCKPT1"
@@ -23,7 +23,7 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
     torch.save(state, buffer)
     payload = buffer.getvalue()
     digest = hashlib.sha256(payload).digest()
-    return _atomic_write(path, lambda handle: handle.write(MAGIC + digest + payload), "wb")
+    return atomic_write_bytes(MAGIC + digest + payload, path)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

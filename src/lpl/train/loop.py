@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import signal
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -162,8 +163,6 @@ class StopRequest:
 
 
 def _in_main_thread() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 
