@@ -136,7 +136,8 @@ def test_truncated_checkpoint_is_rejected(tmp_path):
     newest.write_bytes(newest.read_bytes()[:100])
     with pytest.raises(LPLError, match="truncated|corrupt"):
         load_checkpoint(newest)
-    assert main([*_args("train", tmp_path, steps=4), "--resume"]) == 2  # no good checkpoint left
+    with pytest.warns(UserWarning, match="trying the previous checkpoint"):
+        assert main([*_args("train", tmp_path, steps=4), "--resume"]) == 2  # no good checkpoint left
 
 
 def test_resume_refuses_changed_settings(tmp_path, capsys):
