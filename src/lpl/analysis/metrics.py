@@ -8,6 +8,11 @@ from torch import Tensor
 COLLAPSE_STD = 0.1
 
 
+def collapsed_units(std: Tensor) -> int:
+    """How many units have a standard deviation below the collapse threshold (0.1)."""
+    return int((std < COLLAPSE_STD).sum())
+
+
 def participation_ratio(x: Tensor) -> float:
     """Effective dimensionality ``(sum eig)^2 / sum eig^2`` of the centred covariance of x (N, M)."""
     xc = x.double() - x.double().mean(dim=0)
@@ -34,7 +39,7 @@ def unit_statistics(x: Tensor, normalised: bool = False) -> dict[str, float]:
     judged = std * (x.shape[1] ** 0.5 if normalised else 1.0)
     corr = torch.corrcoef(x.T.double())
     off = corr[~torch.eye(x.shape[1], dtype=torch.bool)]
-    collapsed = int((judged < COLLAPSE_STD).sum())
+    collapsed = collapsed_units(judged)
     return {
         "units": x.shape[1],
         "mean_activation": float(x.mean()),

@@ -66,6 +66,17 @@ def load_dataset(name: str, train: bool, data_dir: str | None = None, download: 
     raise LPLError(f"unknown data set {name!r}; choose {DATASET_HELP}")
 
 
+def load_splits(name: str, data_dir: str | None = None, download: bool = True,
+                features: int | None = None) -> tuple[ImageSet, ImageSet]:
+    """Train and test splits, both checked for ``features`` values per image (default: the train
+    split's) and, when float, for dtype, finiteness and range."""
+    train, test = (load_dataset(name, split, data_dir, download) for split in (True, False))
+    features = features or train.features
+    validate_image_set(train, features, f"{name} training images")
+    validate_image_set(test, features, f"{name} test images")
+    return train, test
+
+
 def validate_image_set(data: ImageSet, expected_features: int, name: str) -> None:
     """Float images are checked in full (dtype, finite, [0, 1], size); uint8 ones for size."""
     if data.images.dtype == torch.uint8:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from lpl.byol import BYOL
 from lpl.config import option, require
-from lpl.data import DATASET_HELP, load_dataset, validate_image_set
+from lpl.data import load_splits
 from lpl.data.augment import StrongAugmentSpec, strong_augment
 from lpl.data.images import to_unit_float
 from lpl.data.pairs import PairStream
@@ -28,13 +28,10 @@ class BYOLConfig(RunConfig):
     batch_size: int = option(32, "images per step (each gives two views)")
     log_every: int = option(100, "steps between diagnostics")
     checkpoint_every: int = option(250, "steps between checkpoints in weights/")
-    dataset: str = option("cifar10", DATASET_HELP)
     views: Literal["byol", "temporal"] = option(
         "byol", "byol: crop/flip/colour/grayscale/blur (crop/flip for grayscale); temporal: LPL's pairs")
     lr: float = option(1e-3, "Adam learning rate of the first convolution (the only trained layer)")
     tau: float = option(0.99, "EMA rate of the target network")
-    data_dir: str | None = option(None, "CIFAR-10 folder (default $LPL_DATA_DIR, else ./data)")
-    download: bool = option(True, "download CIFAR-10 when it is not in --data-dir")
     name: str = option("", "run name (default byol for cifar10, byol_<dataset> otherwise)")
 
     def __post_init__(self) -> None:
@@ -51,10 +48,7 @@ class BYOLConfig(RunConfig):
 class BYOLTask:
     def __init__(self, config: BYOLConfig):
         self.config, self.device = config, torch.device(config.device)
-        train = load_dataset(config.dataset, True, config.data_dir, config.download)
-        test = load_dataset(config.dataset, False, config.data_dir, config.download)
-        validate_image_set(train, train.features, f"{config.dataset} training images")
-        validate_image_set(test, train.features, f"{config.dataset} test images")
+        train, test = load_splits(config.dataset, config.data_dir, config.download)
         self.test_images = to_unit_float(test.images[: config.num_export]).to(self.device)
         self.test_labels = test.labels[: config.num_export].clone()
         self.shape = train.shape

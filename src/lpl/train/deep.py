@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from lpl.analysis.metrics import participation_ratio
 from lpl.config import option, require
-from lpl.data import DATASET_HELP, load_dataset, validate_image_set
+from lpl.data import load_splits
 from lpl.data.augment import StrongAugmentSpec, strong_augment
 from lpl.data.images import ImageSet, to_unit_float
 from lpl.data.pairs import PairStream
@@ -34,7 +34,6 @@ from lpl.train.loop import RunConfig, RunPaths, RunResult, run_training
 class DeepLPLConfig(RunConfig):
     """Official protocol by default: Adam 1e-3, wd 1.5e-6, batch 1024, 800 epochs, warm-up + cosine."""
 
-    dataset: str = option("cifar10", DATASET_HELP)
     epochs: int = option(800, "training epochs (used when --steps is 0)")
     steps: int = option(0, "training steps; 0 = epochs x steps per epoch")
     batch_size: int = option(1024, "image pairs per step (global batch under torchrun)")
@@ -58,8 +57,6 @@ class DeepLPLConfig(RunConfig):
     compile: bool = option(True, "torch.compile the training step with CUDA graphs (CUDA only)")
     eval_train: int = option(50000, "training images used to fit the per-layer linear readouts")
     eval_epochs: int = option(20, "epochs of each linear readout (Adam, batch 512, lr 1e-3)")
-    data_dir: str | None = option(None, "CIFAR-10 folder (default $LPL_DATA_DIR, else ./data)")
-    download: bool = option(True, "download CIFAR-10 when it is not in --data-dir")
     name: str = option("deep_lpl", "run name: prefix of output files")
 
     # 0 = derived from the data set size once it is loaded (see DeepLPLTask).
@@ -120,10 +117,7 @@ class DeepLPLTask:
     def __init__(self, config: DeepLPLConfig):
         self.rank, self.world_size = world()
         self.config, self.device = config, torch.device(config.device)
-        train = load_dataset(config.dataset, True, config.data_dir, config.download)
-        test = load_dataset(config.dataset, False, config.data_dir, config.download)
-        validate_image_set(train, train.features, f"{config.dataset} training images")
-        validate_image_set(test, train.features, f"{config.dataset} test images")
+        train, test = load_splits(config.dataset, config.data_dir, config.download)
         require(config.batch_size % self.world_size == 0, "--batch-size must divide by the number of processes")
         self.local_batch = config.batch_size // self.world_size
         # Counts given as 0 are derived here, before the loop saves the config.

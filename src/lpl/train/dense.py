@@ -8,24 +8,21 @@ from typing import Any
 
 import torch
 
+from lpl.analysis.metrics import collapsed_units
 from lpl.config import option, require
-from lpl.data import DATASET_HELP, load_dataset, validate_image_set
+from lpl.data import DATASET_HELP, load_splits
 from lpl.data.augment import WeakAugmentSpec
 from lpl.data.pairs import PairMode, PairStream
 from lpl.io import atomic_torch_save
 from lpl.layers import DenseLPLStack, GradMethod, Plasticity
 from lpl.rules import Reduction
 from lpl.train.loop import RunConfig, RunPaths, RunResult, run_training
-from lpl.validation import validate_inputs
-
-COLLAPSE_STD = 0.1
 
 
 @dataclass
 class DenseLPLConfig(RunConfig):
     """Single-layer LPL on CIFAR-10 (3072 -> 128), the mission's defaults."""
 
-    dataset: str = option("cifar10", DATASET_HELP)
     dims: list[int] = option([3072, 128], "layer sizes, input first (the input must match the data)")
     lr_hebb: float = option(1e-3, "learning rate of the Hebbian (variance) term; 0 switches it off")
     lr_pred: float = option(1e-3, "learning rate of the predictive term; 0 switches it off")
@@ -38,8 +35,6 @@ class DenseLPLConfig(RunConfig):
     max_shift: int = option(3, "augment pairs: largest shift in pixels")
     flip: bool = option(True, "augment pairs: random horizontal flips")
     jitter: float = option(0.1, "augment pairs: brightness and contrast jitter")
-    data_dir: str | None = option(None, "CIFAR-10 folder (default $LPL_DATA_DIR, else ./data)")
-    download: bool = option(True, "download CIFAR-10 when it is not in --data-dir")
     name: str = option("lpl", "run name: prefix of log, weight and checkpoint files")
 
     def __post_init__(self) -> None:
@@ -74,7 +69,7 @@ def activation_stats(z: torch.Tensor) -> dict[str, float]:
     """Mean, mean per-unit std and number of collapsed units (std < 0.1) of z (B, M)."""
     std = z.std(dim=0)
     return {"act_mean": z.mean().item(), "act_std": std.mean().item(),
-            "collapsed_units": int((std < COLLAPSE_STD).sum())}
+            "collapsed_units": collapsed_units(std)}
 
 
 class DenseLPLTask:
@@ -83,12 +78,9 @@ class DenseLPLTask:
     def __init__(self, config: DenseLPLConfig):
         self.config, self.plasticity = config, config.plasticity()
         device = torch.device(config.device)
-        train = load_dataset(config.dataset, True, config.data_dir, config.download)
-        test = load_dataset(config.dataset, False, config.data_dir, config.download)
-        validate_image_set(train, config.dims[0], f"{config.dataset} training images")
+        train, test = load_splits(config.dataset, config.data_dir, config.download, config.dims[0])
         self.eval_inputs = test.flat_float(config.num_export).to(device)
         self.eval_labels = test.labels[: config.num_export].clone()
-        validate_inputs(self.eval_inputs, config.dims[0], name=f"{config.dataset} test images")
         spec = WeakAugmentSpec(config.max_shift, config.flip, config.jitter, config.jitter)
         self.stream = PairStream(train, config.pairs, config.seed + 1, spec, device)
         self.stack = DenseLPLStack(config.dims, config.seed).to(device)

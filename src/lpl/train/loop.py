@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lpl.config import option, require
+from lpl.data import DATASET_HELP
 from lpl.io import atomic_write_json, atomic_write_jsonl, run_metadata
 from lpl.train.checkpoint import CheckpointFolder
 from lpl.validation import LPLError
@@ -35,6 +36,9 @@ RESUMABLE_CHANGES = {"steps", "resume", "overwrite", "log_every", "checkpoint_ev
 class RunConfig:
     """Fields every training entry point shares."""
 
+    dataset: str = option("cifar10", DATASET_HELP)
+    data_dir: str | None = option(None, "CIFAR-10 folder (default $LPL_DATA_DIR, else ./data)")
+    download: bool = option(True, "download CIFAR-10 when it is not in --data-dir")
     steps: int = option(5000, "number of training steps")
     batch_size: int = option(256, "temporal pairs per step")
     seed: int = option(0, "random seed (weights, data order, augmentations)")
@@ -48,12 +52,13 @@ class RunConfig:
     overwrite: bool = option(False, "replace the outputs of an earlier run of the same name")
     progress: bool = option(True, "show a progress bar")
 
-    # Fields that must be > 0; a subclass may let some of them be 0 (meaning "derived").
-    POSITIVE: ClassVar[tuple[str, ...]] = ("steps", "batch_size", "log_every", "checkpoint_every",
-                                           "keep_checkpoints", "num_export")
+    COUNTS: ClassVar[tuple[str, ...]] = ("steps", "batch_size", "log_every", "checkpoint_every",
+                                         "keep_checkpoints", "num_export")
+    # Counts that must be > 0; a subclass may let others be 0 (meaning "derived").
+    POSITIVE: ClassVar[tuple[str, ...]] = COUNTS
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints", "num_export"):
+        for name in self.COUNTS:
             low = 0 if name in self.POSITIVE else -1
             bound = "positive" if low == 0 else ">= 0"
             require(getattr(self, name) > low, f"--{name.replace('_', '-')} must be {bound}, got {getattr(self, name)}")

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from lpl.analysis.metrics import COLLAPSE_STD, collapsed_units
 from lpl.config import option, require
 from lpl.layers import DenseLPLStack, Plasticity
-from lpl.train.dense import COLLAPSE_STD
 
 
 @dataclass
@@ -45,12 +45,12 @@ def sanity_check(config: SanityConfig) -> int:
         (z,), norms = stack.plasticity_step(torch.stack((earlier, later)), plasticity)
         weight = stack.layers[0].weight
         finite = bool(torch.isfinite(norms).all() and torch.isfinite(z).all() and torch.isfinite(weight).all())
-        std = z.std(dim=0)
-        collapsed = int((std < COLLAPSE_STD).sum())
         if not finite:
             tqdm.write(f"FAIL step {step}: non-finite activations, update or weights")
             return 1
-        if step % config.log_every == 0 or step == config.steps:
+        if step % config.log_every == 0 or step == config.steps:  # the last step is always checked
+            std = z.std(dim=0)
+            collapsed = collapsed_units(std)
             tqdm.write(f"step {step}: weight_norm={weight.norm():.3f} update_norm={norms[0]:.3g} "
                        f"act_var={std.square().mean():.4f} collapsed_units={collapsed}/{config.units} "
                        f"nan=no")
