@@ -55,7 +55,6 @@ class WeakAugment:
         self.windows = bank.as_strided((bank.shape[0], c * hp, 2 * s + 1, w), (c * hp * wp, wp, 1, 1))
         self.rows = (torch.arange(c, device=images.device)[:, None] * hp
                      + torch.arange(h, device=images.device)[None, :]).view(1, -1)
-        self.features = c * h * w
 
     def __call__(self, index: Tensor, generator: torch.Generator) -> Tensor:
         """Augment ``images[index]`` -> float32 (n, C*H*W) in [0, 1]."""

@@ -29,20 +29,15 @@ class PairStream:
             mode = "temporal" if data.frames > 1 else "augment"
         if mode == "temporal" and data.frames < 2:
             raise LPLError("--pairs temporal needs a data set of sequences (such as shapes); use --pairs augment")
-        self.mode, self.frames, self.device = mode, data.frames, torch.device(device)
+        self.frames, self.device = data.frames, torch.device(device)
         self.flat = data.images.reshape(len(data), -1).to(self.device)
-        self.count = len(data)
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.augment = None if mode == "temporal" else WeakAugment(data.images.to(self.device), augment)
-
-    @property
-    def features(self) -> int:
-        return self.flat.shape[1]
 
     def next(self, batch_size: int) -> Tensor:
         """One batch of temporal pairs, (2, batch_size, D) float32 in [0, 1]."""
         if self.augment is not None:
-            index = torch.randint(self.count, (batch_size,), generator=self.generator, device=self.device)
+            index = torch.randint(len(self.flat), (batch_size,), generator=self.generator, device=self.device)
             return self.augment(index.repeat(2), self.generator).view(2, batch_size, -1)
         sequences = len(self.flat) // self.frames
         seq = torch.randint(sequences, (batch_size,), generator=self.generator, device=self.device)
