@@ -55,11 +55,15 @@ def load_representations(path: str | Path) -> Representations:
     return Representations(path, {k: v.float() for k, v in layers.items()}, labels.long())
 
 
+def run_stem(path: str | Path) -> str:
+    """``runname_activations`` for ``.../runname_activations_after.pt`` (or ``_before.pt``)."""
+    return Path(path).name.removesuffix(".pt").removesuffix("_before").removesuffix("_after")
+
+
 def before_after(path: str | Path) -> dict[str, Path]:
     """``{'before': ..., 'after': ...}`` for a file named ``*_before.pt`` or ``*_after.pt`` (those that exist)."""
     path = Path(path)
-    stem = path.name.removesuffix(".pt").removesuffix("_before").removesuffix("_after")
-    pair = {tag: path.with_name(f"{stem}_{tag}.pt") for tag in ("before", "after")}
+    pair = {tag: path.with_name(f"{run_stem(path)}_{tag}.pt") for tag in ("before", "after")}
     found = {tag: p for tag, p in pair.items() if p.is_file()}
     return found or {"after": path}
 
@@ -77,9 +81,8 @@ def run_config(path: Path) -> dict[str, Any] | None:
     return None
 
 
-def run_inputs(path: Path) -> ImageSet | None:
-    """The test images a run exported, when its config can be found and its data loaded."""
-    config = run_config(path)
+def inputs_of(config: dict[str, Any] | None) -> ImageSet | None:
+    """The test images a run exported, when its config is known and its data can be loaded."""
     if config is None or "dataset" not in config:
         return None
     try:
@@ -138,8 +141,9 @@ def analyze_file(path: str | Path, with_baselines: bool = True, probes: bool = T
     """
     files = before_after(path)
     runs = {tag: load_representations(p) for tag, p in files.items()}
-    stem = Path(path).name.removesuffix(".pt").removesuffix("_before").removesuffix("_after")
-    inputs = run_inputs(next(iter(files.values())))
+    stem = run_stem(path)
+    config = run_config(next(iter(files.values())))
+    inputs = inputs_of(config)
     frames = inputs.frames if inputs is not None else 1
     results = [evaluate(f"{stem}/{layer}/{tag}" if len(run.layers) > 1 else f"{stem}/{tag}", x, run.labels,
                         frames, probes)
@@ -148,7 +152,7 @@ def analyze_file(path: str | Path, with_baselines: bool = True, probes: bool = T
         reference = next(iter(runs.values()))
         if len(inputs) == len(reference.labels) and torch.equal(inputs.labels, reference.labels):
             width = next(iter(reference.layers.values())).shape[1]
-            key = (tuple(inputs.images.shape), float(inputs.images[:64].float().sum()), width, probes)
+            key = (config["dataset"], config.get("data_dir"), len(inputs), width, probes)
             cache = {} if cache is None else cache
             if key not in cache:
                 cache[key] = baselines(inputs, width, probes)

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import torch
 
-from lpl.analysis.evaluate import Evaluation, analyze_file, before_after, load_representations, run_inputs
+from lpl.analysis.evaluate import (
+    Evaluation,
+    analyze_file,
+    before_after,
+    inputs_of,
+    load_representations,
+    run_config,
+    run_stem,
+)
 from lpl.io import atomic_write_bytes, atomic_write_text
 from lpl.validation import LPLError
 
@@ -173,17 +181,19 @@ def write_report(output_dir: str | Path, with_baselines: bool = True) -> Path:
     sections += [f"\n**{w}**\n" for w in warnings]
     sections += _results_tables(root)
     for after in files:
-        stem = after.name.removesuffix("_after.pt")
+        stem = run_stem(after)
         pair = before_after(after)
         sections.append(f"\n## {stem}\n")
         sections.append(f"![histograms]({plot_histograms(pair, report / f'{stem}_histograms.png').name})\n")
-        inputs = run_inputs(after)
+        config = run_config(after)
+        inputs = inputs_of(config)
         final = load_representations(after)
         for layer, x in final.layers.items():
             png = plot_embedding(x, final.labels, inputs.classes if inputs else (), f"{stem} {layer} (after): PCA",
                                  report / f"{stem}_{layer}_pca.png")
             sections.append(f"![{layer} PCA]({png.name})\n")
-        sections += _run_figures(root, stem, report, inputs)
+        if config is not None:
+            sections += _run_figures(root, config["name"], report, inputs)
     target = report / "report.md"
     atomic_write_text("\n".join(sections), target)
     atomic_write_text(csv_table(rows), report / "comparison.csv")
@@ -206,23 +216,17 @@ def _results_tables(root: Path) -> list[str]:
     return out
 
 
-def _run_figures(root: Path, stem: str, report: Path, inputs) -> list[str]:
-    """Receptive fields and training curves of the run that wrote ``stem``."""
+def _run_figures(root: Path, name: str, report: Path, inputs) -> list[str]:
+    """Training curves and receptive fields of the run called ``name``."""
     out = []
-    for config_file in sorted((root / "logs").glob("*_config.json")):
-        saved = json.loads(config_file.read_text())
-        if f"{stem}_after.pt" not in saved.get("activation_files", []):
-            continue
-        name = config_file.name.removesuffix("_config.json")
-        log = root / "logs" / f"{name}_log.jsonl"
-        if log.is_file() and (png := plot_training_curves(log, report / f"{name}_curves.png")):
-            out.append(f"![training curves]({png.name})\n")
-        weights = root / "weights" / f"{name}_weights.pt"
-        if weights.is_file() and inputs is not None:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-            state = state.get("state_dict", state)
-            first = state.get("layers.0.weight")
-            if first is not None and first.shape[1] == inputs.features:
-                png = plot_receptive_fields(first, inputs.shape, report / f"{name}_receptive_fields.png")
-                out.append(f"![receptive fields]({png.name})\n")
+    log = root / "logs" / f"{name}_log.jsonl"
+    if log.is_file() and (png := plot_training_curves(log, report / f"{name}_curves.png")):
+        out.append(f"![training curves]({png.name})\n")
+    weights = root / "weights" / f"{name}_weights.pt"
+    if weights.is_file() and inputs is not None:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        first = state.get("state_dict", state).get("layers.0.weight")
+        if first is not None and first.shape[1] == inputs.features:
+            png = plot_receptive_fields(first, inputs.shape, report / f"{name}_receptive_fields.png")
+            out.append(f"![receptive fields]({png.name})\n")
     return out
