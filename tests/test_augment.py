@@ -61,3 +61,17 @@ def test_stream_resumes_exactly_from_its_state():
     b = PairStream(data, seed=99)
     b.load_state_dict(state)
     assert torch.equal(b.next(4), expected)
+
+
+def test_strong_pairs_are_two_augmentations_of_the_same_images():
+    images = torch.nn.functional.interpolate(torch.rand(50, 3, 2, 2), size=16)  # smooth images
+    data = ImageSet((images * 255).to(torch.uint8), torch.zeros(50, dtype=torch.long))
+    a = PairStream(data, "strong", seed=4)
+    views = a.next(32)
+    assert views.shape == (2, 32, 3 * 16 * 16) and views.min() >= 0 and views.max() <= 1
+    assert not torch.equal(views[0], views[1])
+    state = a.state_dict()
+    expected = a.next(8)
+    b = PairStream(data, "strong", seed=0)
+    b.load_state_dict(state)
+    assert torch.equal(b.next(8), expected)

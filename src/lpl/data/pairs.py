@@ -7,11 +7,11 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lpl.data.augment import WeakAugment, WeakAugmentSpec
+from lpl.data.augment import StrongAugmentSpec, WeakAugment, WeakAugmentSpec, strong_augment
 from lpl.data.images import ImageSet, to_unit_float
 from lpl.validation import LPLError
 
-PairMode = Literal["auto", "augment", "temporal"]
+PairMode = Literal["auto", "augment", "temporal", "strong"]
 
 
 class PairStream:
@@ -19,6 +19,8 @@ class PairStream:
 
     - ``temporal``: consecutive frames ``t`` and ``t + 1`` of the same sequence;
     - ``augment``: two independent weak augmentations of the same image;
+    - ``strong``: two independent SimCLR/BYOL-style augmentations of the same image (colour ones
+      only for 3-channel images);
     - ``auto``: temporal when the data has sequences, else augment.
     The stream owns its random generator; ``state_dict`` makes a run resumable exactly.
     """
@@ -29,16 +31,20 @@ class PairStream:
             mode = "temporal" if data.frames > 1 else "augment"
         if mode == "temporal" and data.frames < 2:
             raise LPLError("--pairs temporal needs a data set of sequences (such as shapes); use --pairs augment")
-        self.frames, self.device = data.frames, torch.device(device)
-        self.flat = data.images.reshape(len(data), -1).to(self.device)
+        self.mode, self.frames, self.device = mode, data.frames, torch.device(device)
+        self.images = data.images.to(self.device)
+        self.flat = self.images.reshape(len(data), -1)
         self.generator = torch.Generator(self.device).manual_seed(seed)
-        self.augment = None if mode == "temporal" else WeakAugment(data.images.to(self.device), augment)
+        self.augment = WeakAugment(self.images, augment) if mode == "augment" else None
+        self.strong = StrongAugmentSpec(color=data.shape[0] == 3)
 
     def next(self, batch_size: int) -> Tensor:
         """One batch of temporal pairs, (2, batch_size, D) float32 in [0, 1]."""
-        if self.augment is not None:
+        if self.mode != "temporal":
             index = torch.randint(len(self.flat), (batch_size,), generator=self.generator, device=self.device)
-            return self.augment(index.repeat(2), self.generator).view(2, batch_size, -1)
+            if self.augment is not None:
+                return self.augment(index.repeat(2), self.generator).view(2, batch_size, -1)
+            return strong_augment(self.images[index.repeat(2)], self.strong, self.generator).view(2, batch_size, -1)
         sequences = len(self.flat) // self.frames
         seq = torch.randint(sequences, (batch_size,), generator=self.generator, device=self.device)
         step = torch.randint(self.frames - 1, (batch_size,), generator=self.generator, device=self.device)

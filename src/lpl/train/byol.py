@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from lpl.byol import BYOL
 from lpl.config import option, require
 from lpl.data import load_splits
-from lpl.data.augment import StrongAugmentSpec, strong_augment
 from lpl.data.images import to_unit_float
 from lpl.data.pairs import PairStream
 from lpl.io import atomic_torch_save, atomic_write_json
@@ -52,11 +51,8 @@ class BYOLTask:
         self.test_images = to_unit_float(test.images[: config.num_export]).to(self.device)
         self.test_labels = test.labels[: config.num_export].clone()
         self.shape = train.shape
-        self.images = train.images.to(self.device)
-        self.augment = StrongAugmentSpec(color=self.shape[0] == 3)
         temporal = config.views == "temporal"
-        self.pairs = PairStream(train, "auto", config.seed + 1, device=self.device) if temporal else None
-        self.generator = torch.Generator(self.device).manual_seed(config.seed + 1)
+        self.stream = PairStream(train, "auto" if temporal else "strong", config.seed + 1, device=self.device)
         torch.manual_seed(config.seed)
         self.model = BYOL(self.shape[0], tau=config.tau).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.trainable_parameters(), lr=config.lr)
@@ -67,13 +63,8 @@ class BYOLTask:
 
     def views(self) -> tuple[torch.Tensor, torch.Tensor]:
         batch = self.config.batch_size
-        if self.pairs is not None:
-            pair = self.pairs.next(batch).view(2, batch, *self.shape)
-            return pair[0], pair[1]
-        index = torch.randint(len(self.images), (batch,), generator=self.generator, device=self.device)
-        chosen = self.images[index]
-        return (strong_augment(chosen, self.augment, self.generator),
-                strong_augment(chosen, self.augment, self.generator))
+        pair = self.stream.next(batch).view(2, batch, *self.shape)
+        return pair[0], pair[1]
 
     def step(self) -> torch.Tensor:
         start = time.perf_counter()
@@ -115,18 +106,14 @@ class BYOLTask:
 
     def state_dict(self) -> dict[str, Any]:
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "generator": self.generator.get_state(), "history": self.history}
-        if self.pairs is not None:
-            state["pairs"] = self.pairs.state_dict()
+                 "stream": self.stream.state_dict(), "history": self.history}
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
+        self.stream.load_state_dict(state["stream"])
         self.history = state["history"]
-        if self.pairs is not None:
-            self.pairs.load_state_dict(state["pairs"])
 
 
 def train_byol(config: BYOLConfig) -> RunResult:

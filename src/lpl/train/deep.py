@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from lpl.analysis.metrics import participation_ratio
 from lpl.config import option, require
 from lpl.data import load_splits
-from lpl.data.augment import StrongAugmentSpec, strong_augment
 from lpl.data.images import ImageSet, to_unit_float
 from lpl.data.pairs import PairStream
 from lpl.deep import VGG11_CHANNELS, VGG11_POOL_AFTER, DeepLPLLoss, DeepLPLNet
@@ -126,12 +125,9 @@ class DeepLPLTask:
         config.log_every = config.log_every or self.steps_per_epoch
         config.checkpoint_every = config.checkpoint_every or self.steps_per_epoch
         self.train_set, self.test_set = train, test
-        self.images = train.images.to(self.device)
         self.memory_format = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
-        self.augment = StrongAugmentSpec(color=train.shape[0] == 3)
-        seed = config.seed + 1 + self.rank
-        self.generator = torch.Generator(self.device).manual_seed(seed)
-        self.pairs = PairStream(train, "auto", seed, device=self.device) if config.views == "temporal" else None
+        mode = "auto" if config.views == "temporal" else "strong"
+        self.stream = PairStream(train, mode, config.seed + 1 + self.rank, device=self.device)
         torch.manual_seed(config.seed)
         self.net = DeepLPLNet(train.shape[0], tuple(config.channels), tuple(config.pool_after))
         self.net = self.net.to(self.device, memory_format=self.memory_format)
@@ -168,11 +164,7 @@ class DeepLPLTask:
 
     def views(self) -> torch.Tensor:
         """Both views of the local batch stacked: (2B, C, H, W) float32 on the device."""
-        batch = self.local_batch
-        if self.pairs is not None:
-            return self.pairs.next(batch).view(2 * batch, *self.train_set.shape)
-        index = torch.randint(len(self.images), (batch,), generator=self.generator, device=self.device)
-        return strong_augment(self.images[index.repeat(2)], self.augment, self.generator)
+        return self.stream.next(self.local_batch).view(2 * self.local_batch, *self.train_set.shape)
 
     def step(self) -> torch.Tensor:
         epoch = self.step_count / self.steps_per_epoch
@@ -181,7 +173,7 @@ class DeepLPLTask:
         views = self.views().contiguous(memory_format=self.memory_format)
         shuffle = None
         if self.config.shuffle_positives:
-            shuffle = torch.randperm(self.local_batch, generator=self.generator, device=self.device)
+            shuffle = torch.randperm(self.local_batch, generator=self.stream.generator, device=self.device)
         self.model.train()
         if self.cuda and self.config.compile:
             torch.compiler.cudagraph_mark_step_begin()
@@ -253,16 +245,13 @@ class DeepLPLTask:
 
     def state_dict(self) -> dict[str, Any]:
         return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "generator": self.generator.get_state(), "step": self.step_count, "results": self.results,
-                **({"pairs": self.pairs.state_dict()} if self.pairs is not None else {})}
+                "stream": self.stream.state_dict(), "step": self.step_count, "results": self.results}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["net"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
+        self.stream.load_state_dict(state["stream"])
         self.step_count, self.results = state["step"], state["results"]
-        if self.pairs is not None:
-            self.pairs.load_state_dict(state["pairs"])
 
 
 def _init_distributed(config: DeepLPLConfig) -> DeepLPLConfig:

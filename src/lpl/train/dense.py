@@ -31,7 +31,8 @@ class DenseLPLConfig(RunConfig):
     grad: GradMethod = option("closed-form", "closed-form neuron-level rule, or autograd of the loss")
     max_update_norm: float = option(1.0, "clip each layer's update to this norm")
     weight_bound: float = option(5.0, "clamp weights to [-bound, bound] after every step")
-    pairs: PairMode = option("auto", "temporal (consecutive frames), augment (two weak views), auto")
+    pairs: PairMode = option("auto", "temporal (consecutive frames), augment (two weak views), "
+                             "strong (two SimCLR-style views), auto")
     max_shift: int = option(3, "augment pairs: largest shift in pixels")
     flip: bool = option(True, "augment pairs: random horizontal flips")
     jitter: float = option(0.1, "augment pairs: brightness and contrast jitter")
