@@ -1,19 +1,22 @@
 """Data sources, all returned as ``ImageSet``: CIFAR-10, synthetic shapes, scikit-learn digits,
-or a user's own ``.pt`` file."""
+a user's own ``.pt`` file or a folder of images (``lpl.data.folder``)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
 
 from lpl.data.cifar10 import load_cifar10
+from lpl.data.folder import load_image_folder
 from lpl.data.images import ImageSet
 from lpl.data.shapes import load_shapes
 from lpl.io import load_torch
 from lpl.validation import LPLError, validate_inputs
 
-DATASET_HELP = "cifar10, shapes (generated), digits (scikit-learn, 8x8) or a .pt file {'images', 'labels'[, 'frames']}"
+DATASET_HELP = ("cifar10, shapes (generated), digits (scikit-learn, 8x8), a .pt file {'images', 'labels'[, 'frames']} "
+                "or a folder with train/<class>/ and test/<class>/ holding images or sequence folders of frames")
 
 
 def load_digits_set(train: bool) -> ImageSet:
@@ -53,8 +56,17 @@ def load_file_set(path: Path, train: bool) -> ImageSet:
     return ImageSet(images[part], labels[part].long(), frames=frames)
 
 
-def load_dataset(name: str, train: bool, data_dir: str | None = None, download: bool = True) -> ImageSet:
-    """One split of a named data set or a file path (see ``DATASET_HELP``)."""
+def load_dataset(name: str, train: bool, data_dir: str | None = None, download: bool = True,
+                 image_size: int | None = None) -> ImageSet:
+    """One split of a named data set, a ``.pt`` file or an image folder (see ``DATASET_HELP``).
+
+    The names cifar10, shapes and digits win over a folder of that name (write ``./shapes``).
+    ``image_size`` resizes image folders' images to a square; for any other data set it is an error.
+    """
+    if _is_folder(name):
+        return load_image_folder(name, image_size, ("train" if train else "test",))["train" if train else "test"]
+    if image_size is not None:
+        raise LPLError(f"--image-size applies only to image folders, not to {name!r}; leave it out")
     if name == "cifar10":
         return load_cifar10(data_dir, train=train, download=download)
     if name == "shapes":
@@ -63,14 +75,25 @@ def load_dataset(name: str, train: bool, data_dir: str | None = None, download: 
         return load_digits_set(train)
     if name.endswith(".pt"):
         return load_file_set(Path(name), train)
+    if os.sep in name or "/" in name:
+        raise LPLError(f"data folder {name} does not exist; check the path (it needs train/<class>/ and "
+                       f"test/<class>/ folders of images)")
     raise LPLError(f"unknown data set {name!r}; choose {DATASET_HELP}")
 
 
+def _is_folder(name: str) -> bool:
+    return name not in ("cifar10", "shapes", "digits") and Path(name).expanduser().is_dir()
+
+
 def load_splits(name: str, data_dir: str | None = None, download: bool = True,
-                features: int | None = None) -> tuple[ImageSet, ImageSet]:
+                features: int | None = None, image_size: int | None = None) -> tuple[ImageSet, ImageSet]:
     """Train and test splits, both checked for ``features`` values per image (default: the train
-    split's) and, when float, for dtype, finiteness and range."""
-    train, test = (load_dataset(name, split, data_dir, download) for split in (True, False))
+    split's) and, when float, for dtype, finiteness and range. An image folder is listed once."""
+    if _is_folder(name):
+        both = load_image_folder(name, image_size)
+        train, test = both["train"], both["test"]
+    else:
+        train, test = (load_dataset(name, split, data_dir, download, image_size) for split in (True, False))
     features = features or train.features
     validate_image_set(train, features, f"{name} training images")
     validate_image_set(test, features, f"{name} test images")

@@ -12,15 +12,30 @@ from torch import Tensor
 class ImageSet:
     """Images (N, C, H, W), uint8 in [0, 255] or float32 in [0, 1], with int64 labels (N,).
 
-    ``frames > 1`` means the images are sequences of that many consecutive frames of one object
-    (image ``s * frames + t`` is frame ``t`` of sequence ``s``), so consecutive frames are
-    natural temporal pairs.
+    Images may be frames of sequences (one object over time), so consecutive frames are natural
+    temporal pairs. Two ways to say so, at most one per set:
+
+    - ``frames > 1``: fixed-length sequences, image ``s * frames + t`` is frame ``t`` of sequence
+      ``s`` (synthetic shapes, ``.pt`` files);
+    - ``sequence``: int64 (N,) sequence id of every image, for sequences of any length; images of
+      one sequence are contiguous and in frame order (image folders of videos).
+
+    Without either, every image is a sequence of its own. ``sequence_ids`` and ``pair_starts``
+    read both forms alike.
     """
 
     images: Tensor
     labels: Tensor
     classes: tuple[str, ...] = ()
     frames: int = 1
+    sequence: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.sequence is not None:
+            if self.frames != 1:
+                raise ValueError("an ImageSet takes frames > 1 or a sequence tensor, not both")
+            if self.sequence.shape != (len(self),):
+                raise ValueError(f"sequence must have shape ({len(self)},), got {tuple(self.sequence.shape)}")
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -32,6 +47,28 @@ class ImageSet:
     @property
     def features(self) -> int:
         return self.images[0].numel()
+
+    @property
+    def has_sequences(self) -> bool:
+        """Whether any image has a next frame of the same sequence (temporal pairs exist)."""
+        return len(self.pair_starts()) > 0
+
+    def sequence_ids(self) -> Tensor:
+        """The sequence id of every image, int64 (N,), equal ids contiguous."""
+        if self.sequence is not None:
+            return self.sequence
+        return torch.arange(len(self)) // max(self.frames, 1)
+
+    def pair_starts(self, limit: int | None = None) -> Tensor:
+        """Indices ``i`` (ascending, int64) among the first ``limit`` images whose image ``i + 1``
+        is the next frame of the same sequence: the temporal pairs are ``(i, i + 1)``."""
+        ids = self.sequence_ids()[:limit]
+        return torch.nonzero(ids[1:] == ids[:-1]).flatten()
+
+    def head(self, count: int) -> ImageSet:
+        """The first ``count`` images, keeping labels, classes and sequences."""
+        sequence = None if self.sequence is None else self.sequence[:count]
+        return ImageSet(self.images[:count], self.labels[:count], self.classes, self.frames, sequence)
 
     def flat_float(self, limit: int | None = None) -> Tensor:
         """The first ``limit`` images as float32 (N, C*H*W) in [0, 1]."""

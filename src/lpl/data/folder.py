@@ -1,0 +1,252 @@
+"""Image folders: ``<root>/train/<class>/...`` and ``<root>/test/<class>/...``, decoded once.
+
+Layout, per split (both splits need the same class folders; labels follow their sorted names):
+
+- ``<split>/<class>/<image>``: still images, each its own one-image sequence;
+- ``<split>/<class>/<sequence>/<frame>``: frames of one sequence (a video clip), in file-name
+  order (zero-pad frame numbers: ``9.png`` sorts after ``10.png``); consecutive frames form the
+  temporal pairs. Sequences may have different lengths.
+
+A class folder holds either images or sequence folders, not both; different classes may differ.
+Hidden entries (names starting with ``.``, such as ``.DS_Store``) are skipped; any other file
+must be an image (``IMAGE_EXTENSIONS``), else loading stops with an error naming it. Images are
+decoded with Pillow to uint8: one channel when every image of both splits is grayscale (mode
+``L`` or ``1``), RGB otherwise (alpha dropped). All images must have one size unless
+``image_size`` resizes every one to ``image_size`` x ``image_size`` (bilinear, antialiased).
+
+The decoded splits are cached in ``cache_dir()/image-folders``, keyed by the folder's absolute
+path, ``image_size`` and every file's relative path, size and modification time; any change to
+the folder decodes it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from lpl.data.images import ImageSet
+from lpl.io import atomic_torch_save
+from lpl.validation import LPLError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+SPLITS = ("train", "test")
+CACHE_VERSION = 1
+_CHUNK = 256  # images per decoding task
+
+
+def cache_dir() -> Path:
+    """``$LPL_CACHE_DIR``, else ``$XDG_CACHE_HOME/lpl``, else ``~/.cache/lpl``."""
+    if os.environ.get("LPL_CACHE_DIR"):
+        return Path(os.environ["LPL_CACHE_DIR"]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "lpl"
+    return Path.home() / ".cache" / "lpl"
+
+
+@dataclass
+class SplitListing:
+    """The files of one split, in data set order, with their labels and sequence ids."""
+
+    paths: list[str] = field(default_factory=list)  # relative to the root, '/'-separated
+    stats: list[tuple[int, int]] = field(default_factory=list)  # (size, mtime_ns)
+    labels: list[int] = field(default_factory=list)
+    sequence: list[int] = field(default_factory=list)
+    sequence_folders: int = 0  # how many sequences came from sequence folders
+
+
+def _entries(folder: Path) -> list[os.DirEntry]:
+    """Visible entries of ``folder``, sorted by name."""
+    with os.scandir(folder) as it:
+        return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+
+
+def _is_image_name(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _add_images(files: list[os.DirEntry], prefix: str, label: int, sequence: int, out: SplitListing) -> None:
+    """Append image files (``prefix`` is their folder relative to the root, ending in '/')."""
+    for entry in files:
+        if not _is_image_name(entry.name):
+            raise LPLError(f"{entry.path} is not an image (accepted: {', '.join(IMAGE_EXTENSIONS)}); "
+                           f"remove it from the data set folder or rename it if it is one")
+        stat = entry.stat()
+        out.paths.append(prefix + entry.name)
+        out.stats.append((stat.st_size, stat.st_mtime_ns))
+        out.labels.append(label)
+        out.sequence.append(sequence)
+
+
+def _list_split(root: Path, split: str, classes: list[str]) -> SplitListing:
+    out, next_id = SplitListing(), 0
+    for label, name in enumerate(classes):
+        folder = root / split / name
+        entries = _entries(folder)
+        files = [e for e in entries if not e.is_dir()]
+        folders = [e for e in entries if e.is_dir()]
+        if not entries:
+            raise LPLError(f"class folder {folder} is empty; add images (or sequence folders of frames) "
+                           f"or remove the class from both train/ and test/")
+        if files and folders:
+            raise LPLError(f"class folder {folder} holds both files and sub-folders; a class holds either images "
+                           f"or sequence folders of frames: move {files[0].name} into a sequence folder or out")
+        for entry in files:  # still images: one sequence each
+            _add_images([entry], f"{split}/{name}/", label, next_id, out)
+            next_id += 1
+        for sequence in folders:
+            frames = _entries(Path(sequence.path))
+            if not frames:
+                raise LPLError(f"sequence folder {sequence.path} is empty; add its frames or remove it")
+            nested = next((e for e in frames if e.is_dir()), None)
+            if nested is not None:
+                raise LPLError(f"{nested.path} is a folder inside sequence folder {sequence.path}; a sequence "
+                               f"folder holds only its frames (<split>/<class>/<sequence>/<frame>)")
+            _add_images(frames, f"{split}/{name}/{sequence.name}/", label, next_id, out)
+            next_id += 1
+            out.sequence_folders += 1
+    return out
+
+
+def list_image_folder(root: Path) -> tuple[list[str], dict[str, SplitListing]]:
+    """Class names and the listing of both splits; raises ``LPLError`` for a malformed layout."""
+    classes: dict[str, list[str]] = {}
+    for split in SPLITS:
+        folder = root / split
+        if not folder.is_dir():
+            raise LPLError(f"image folder {root} has no {split}/ folder; put images in "
+                           f"{root / 'train'}/<class>/ and {root / 'test'}/<class>/")
+        entries = _entries(folder)
+        stray = next((e for e in entries if not e.is_dir()), None)
+        if stray is not None:
+            raise LPLError(f"{stray.path} is not inside a class folder; move it into {folder}/<class>/")
+        if not entries:
+            raise LPLError(f"{folder} has no class folders; put images in {folder}/<class>/")
+        classes[split] = [e.name for e in entries]
+    if classes["train"] != classes["test"]:
+        train, test = set(classes["train"]), set(classes["test"])
+        problems = [f"{split}/ lacks {sorted(other - own)}" for split, own, other in
+                    (("test", test, train), ("train", train, test)) if other - own]
+        raise LPLError(f"class folders of {root} differ between train/ and test/ ({'; '.join(problems)}); "
+                       f"both splits need the same class folders")
+    return classes["train"], {split: _list_split(root, split, classes["train"]) for split in SPLITS}
+
+
+def decode_image(path: Path, image_size: int | None = None) -> np.ndarray:
+    """One image as uint8 (H, W) when grayscale or (H, W, 3), resized to a square if asked."""
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if image.mode in ("L", "1") else "RGB")
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+        raise LPLError(f"{path} could not be read as an image ({type(exc).__name__}: {exc}); "
+                       f"replace or remove it") from None
+    if image_size is not None and image.size != (image_size, image_size):
+        image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    return np.asarray(image)
+
+
+def _decode_many(paths: list[Path], image_size: int | None) -> list[np.ndarray]:
+    return [decode_image(path, image_size) for path in paths]
+
+
+def _describe(array: np.ndarray) -> str:
+    return f"{array.shape[1]}x{array.shape[0]}"
+
+
+def decode_splits(root: Path, listings: dict[str, SplitListing],
+                  image_size: int | None = None) -> dict[str, torch.Tensor]:
+    """Decode every split's images (a few threads) into uint8 (N, C, H, W) tensors of one size."""
+    paths = [(split, root / rel) for split in SPLITS for rel in listings[split].paths]
+    chunks = [[p for _, p in paths[i:i + _CHUNK]] for i in range(0, len(paths), _CHUNK)]
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        arrays = [a for chunk in pool.map(_decode_many, chunks, [image_size] * len(chunks)) for a in chunk]
+    first = arrays[0]
+    odd = next((i for i, a in enumerate(arrays) if a.shape[:2] != first.shape[:2]), None)
+    if odd is not None:
+        raise LPLError(f"images in {root} have different sizes: {paths[0][1]} is {_describe(first)} but "
+                       f"{paths[odd][1]} is {_describe(arrays[odd])}; pass --image-size N to resize every "
+                       f"image to N x N")
+    channels = 1 if all(a.ndim == 2 for a in arrays) else 3
+    height, width = first.shape[:2]
+    out, start = {}, 0
+    for split in SPLITS:
+        count = len(listings[split].paths)
+        images = np.empty((count, height, width, channels), dtype=np.uint8)
+        for i, array in enumerate(arrays[start:start + count]):
+            images[i] = array[..., None] if array.ndim == 2 else array
+        out[split] = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+        start += count
+    return out
+
+
+def _cache_key(root: Path, listings: dict[str, SplitListing], image_size: int | None) -> str:
+    digest = hashlib.sha256(f"{CACHE_VERSION}\n{root}\n{image_size}\n".encode())
+    for split in SPLITS:
+        listing = listings[split]
+        digest.update(f"{split}\n".encode())
+        digest.update("".join(f"{p}\t{s}\t{m}\n" for p, (s, m) in zip(listing.paths, listing.stats)).encode())
+    return digest.hexdigest()[:24]
+
+
+def _cache_prefix(root: Path, image_size: int | None) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", root.name) or "root"
+    where = hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    return f"{name}-{where}-{image_size or 'native'}"
+
+
+def _image_set(images: torch.Tensor, listing: SplitListing, classes: list[str]) -> ImageSet:
+    labels = torch.tensor(listing.labels, dtype=torch.int64)
+    sequence = torch.tensor(listing.sequence, dtype=torch.int64)
+    if listing.sequence_folders == 0:
+        return ImageSet(images, labels, tuple(classes))
+    lengths = torch.bincount(sequence)
+    if listing.sequence_folders == len(lengths) and (lengths == lengths[0]).all() and lengths[0] > 1:
+        return ImageSet(images, labels, tuple(classes), frames=int(lengths[0]))  # fixed-length sequences
+    return ImageSet(images, labels, tuple(classes), sequence=sequence)
+
+
+def _read_cache(path: Path, key: str) -> torch.Tensor | None:
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # missing, corrupt or foreign: decode again and overwrite it
+        return None
+    if not isinstance(blob, dict) or blob.get("key") != key or not isinstance(blob.get("images"), torch.Tensor):
+        return None
+    return blob["images"]
+
+
+def _write_cache(folder: Path, prefix: str, key: str, images: dict[str, torch.Tensor]) -> None:
+    try:
+        for split in SPLITS:
+            atomic_torch_save({"key": key, "images": images[split]}, folder / f"{prefix}-{key}-{split}.pt")
+        for stale in folder.glob(f"{prefix}-*.pt"):
+            if not stale.name.startswith(f"{prefix}-{key}-"):
+                stale.unlink(missing_ok=True)
+    except OSError as exc:
+        warnings.warn(f"could not cache decoded images in {folder} ({exc}); set LPL_CACHE_DIR to a writable "
+                      f"folder to avoid decoding them again", stacklevel=3)
+
+
+def load_image_folder(root: str | os.PathLike, image_size: int | None = None,
+                      splits: tuple[str, ...] = SPLITS) -> dict[str, ImageSet]:
+    """The requested splits of an image folder (see the module docstring), via the decode cache."""
+    if image_size is not None and image_size < 1:
+        raise LPLError(f"--image-size must be a positive number of pixels, got {image_size}")
+    root = Path(root).expanduser().resolve()
+    classes, listings = list_image_folder(root)
+    key = _cache_key(root, listings, image_size)
+    folder, prefix = cache_dir() / "image-folders", _cache_prefix(root, image_size)
+    images = {split: _read_cache(folder / f"{prefix}-{key}-{split}.pt", key) for split in splits}
+    if any(x is None or len(x) != len(listings[split].paths) for split, x in images.items()):
+        decoded = decode_splits(root, listings, image_size)
+        _write_cache(folder, prefix, key, decoded)
+        images = {split: decoded[split] for split in splits}
+    return {split: _image_set(images[split], listings[split], classes) for split in splits}
