@@ -2,9 +2,9 @@ import dataclasses
 
 import pytest
 
-from lpl.cli import COMMANDS, Command, main
+from lpl.cli import COMMANDS, main
 from lpl.config import build_parser, config_from_dict
-from lpl.train.dense import DenseLPLConfig
+from lpl.train.dense import DenseConfig
 from lpl.validation import LPLError
 
 
@@ -14,7 +14,7 @@ def test_every_config_field_is_a_flag(name, capsys):
         main([name, "--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for field in dataclasses.fields(Command.resolve(COMMANDS[name].config)):
+    for field in dataclasses.fields(COMMANDS[name].config):
         positional = field.metadata.get("positional")
         assert (field.name if positional else "--" + field.name.replace("_", "-")) in text
 
@@ -22,7 +22,7 @@ def test_every_config_field_is_a_flag(name, capsys):
 @pytest.mark.parametrize("flags, message", [
     (["--steps", "0"], "--steps must be positive"),
     (["--batch-size", "1"], "at least 2"),
-    (["--lr-hebb", "-1"], "learning rates must be >= 0"),
+    (["--lr-hebb", "-1"], "--lr-hebb must be >= 0"),
     (["--steps", "ten"], "invalid int value"),
     (["--no-such-flag"], "unrecognized arguments"),
     (["--reduction", "median"], "invalid choice"),
@@ -47,14 +47,14 @@ def test_unknown_command(capsys):
 
 
 def test_config_from_dict_rejects_unknown_keys():
-    assert config_from_dict(DenseLPLConfig, {"steps": 3}).steps == 3
+    assert config_from_dict(DenseConfig, {"steps": 3}).steps == 3
     with pytest.raises(LPLError, match="unknown config keys"):
-        config_from_dict(DenseLPLConfig, {"stepz": 3})
+        config_from_dict(DenseConfig, {"stepz": 3})
 
 
 def test_defaults_are_the_missions():
-    config = DenseLPLConfig()
+    config = DenseConfig()
     assert (config.lr_hebb, config.lr_pred, config.lr_stab, config.steps, config.dims, config.log_every) == (
         1e-3, 1e-3, 5e-4, 5000, [3072, 128], 500)
-    parser = build_parser(DenseLPLConfig, "x", "y")
+    parser = build_parser(DenseConfig, "x", "y")
     assert parser.parse_args([]).dims == [3072, 128]

@@ -6,10 +6,13 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from lpl.analysis.probes import linear_readout
 
 from lpl.cli import main
-from lpl.deep import DeepLPLLoss, DeepLPLNet
-from lpl.train.deep import DeepLPLConfig, linear_readout, lr_at
+from lpl.deep import ConvNet
+from lpl.heads import LPLHead, build_model
+from lpl.objective import LPLObjective
+from lpl.train.deep import DeepConfig, lr_at
 
 SMALL = ["--dataset", "shapes", "--channels", "8", "16", "16", "--pool-after", "1", "2", "--batch-size", "16",
          "--num-export", "64", "--eval-train", "128", "--eval-epochs", "2", "--no-progress"]
@@ -17,21 +20,25 @@ SMALL = ["--dataset", "shapes", "--channels", "8", "16", "16", "--pool-after", "
 
 def _net_and_views(seed=0):
     torch.manual_seed(seed)
-    return DeepLPLNet(1, (4, 6, 8), (1, 2)), torch.rand(2 * 12, 1, 16, 16)
+    return ConvNet(1, (4, 6, 8), (1, 2)), torch.rand(2 * 12, 1, 16, 16)
 
 
 def _grads(net):
     return [None if p.grad is None else p.grad.clone() for p in net.parameters()]
 
 
+def _lpl(net, local=True, **kwargs):
+    return build_model("lpl", net, local, LPLObjective(**kwargs))
+
+
 def test_locality_no_gradient_reaches_a_lower_block():
     net, views = _net_and_views()
-    total, terms = DeepLPLLoss()(net(views))
-    assert len(terms) == 3
+    total, terms = _lpl(net)(views)
+    assert sorted(terms) == [1, 2, 3]
     total.backward()
     full = _grads(net)
     net.zero_grad(set_to_none=True)
-    only_first, _ = DeepLPLLoss()(net(views)[:1])  # block 1's own loss alone
+    only_first, _ = LPLHead(LPLObjective())(net(views)[0])  # block 1's own loss alone
     only_first.backward()
     first_block = len(list(net.blocks[0].parameters()))
     for a, b in zip(full[:first_block], _grads(net)[:first_block]):
@@ -40,8 +47,8 @@ def test_locality_no_gradient_reaches_a_lower_block():
 
 def test_end_to_end_sends_the_last_loss_to_every_block():
     net, views = _net_and_views()
-    total, terms = DeepLPLLoss(end_to_end=True)(net(views, local=False))
-    assert len(terms) == 1
+    total, terms = _lpl(net, local=False)(views)
+    assert list(terms) == [3]
     total.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.blocks[0].parameters())
 
@@ -50,18 +57,20 @@ def test_end_to_end_sends_the_last_loss_to_every_block():
 def test_each_coefficient_switches_off_exactly_its_term(term):
     net, views = _net_and_views()
     maps = net(views)
-    full, terms = DeepLPLLoss()(maps)
-    off, _ = DeepLPLLoss(**{term: 0.0})(maps)
+    full, terms = LPLHead(LPLObjective())(maps[1])
+    off, _ = LPLHead(LPLObjective(**{term: 0.0}))(maps[1])
     weight = {"pred": 1.0, "hebb": 1.0, "decorr": 10.0}[term]
-    assert torch.allclose(full - off, weight * sum(t[term] for t in terms), atol=1e-5)
+    assert torch.allclose(full - off, weight * terms[term], atol=1e-5)
 
 
 def test_shuffled_positives_change_only_the_predictive_term():
     net, views = _net_and_views()
-    maps = net(views)
-    _, plain = DeepLPLLoss()(maps)
-    _, shuffled = DeepLPLLoss()(maps, torch.randperm(12, generator=torch.Generator().manual_seed(1)))
-    for a, b in zip(plain, shuffled):
+    order = torch.randperm(12, generator=torch.Generator().manual_seed(1))
+    shuffled_views = torch.cat((views[:12], views[12:][order]))
+    _, plain = _lpl(net)(views)
+    _, shuffled = _lpl(net)(shuffled_views)
+    for layer in plain:
+        a, b = plain[layer], shuffled[layer]
         assert not torch.equal(a["pred"], b["pred"])
         assert torch.allclose(a["hebb"], b["hebb"]) and torch.allclose(a["decorr"], b["decorr"])
 
@@ -69,9 +78,9 @@ def test_shuffled_positives_change_only_the_predictive_term():
 def test_no_pooling_uses_full_feature_maps():
     net, views = _net_and_views()
     maps = net(views)
-    _, pooled = DeepLPLLoss()(maps)
-    _, full = DeepLPLLoss(no_pooling=True)(maps)
-    assert not torch.allclose(pooled[0]["pred"], full[0]["pred"])
+    _, pooled = LPLHead(LPLObjective())(maps[0])
+    _, full = LPLHead(LPLObjective(), pooling=False)(maps[0])
+    assert not torch.allclose(pooled["pred"], full["pred"])
 
 
 def test_linear_readout_separates_separable_features():
@@ -82,7 +91,7 @@ def test_linear_readout_separates_separable_features():
 
 
 def test_schedule_warms_up_then_decays():
-    config = DeepLPLConfig(epochs=100, warmup_epochs=10)
+    config = DeepConfig(epochs=100, warmup_epochs=10)
     assert lr_at(config, 0, 100) == 0 and lr_at(config, 5, 100) == pytest.approx(5e-4)
     assert lr_at(config, 10, 100) == pytest.approx(1e-3) and lr_at(config, 100, 100) == pytest.approx(1e-6)
 
@@ -109,24 +118,25 @@ def _worker(rank: int, world: int, port: int, views: torch.Tensor, state: dict, 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.manual_seed(0)
-    net = DeepLPLNet(1, (4, 6), (1,))
+    net = ConvNet(1, (4, 6), (1,))
     net.load_state_dict(state)
-    model = torch.nn.parallel.DistributedDataParallel(net)
+    model = torch.nn.parallel.DistributedDataParallel(_lpl(net))
     half = views.shape[0] // 2 // world  # this rank's share of each view
     earlier, later = views[: views.shape[0] // 2], views[views.shape[0] // 2:]
     local = torch.cat((earlier[rank * half:(rank + 1) * half], later[rank * half:(rank + 1) * half]))
-    total, terms = DeepLPLLoss()(model(local))
+    total, terms = model(local)
     total.backward()
-    out[rank] = {"terms": [{k: v.item() for k, v in t.items()} for t in terms],
+    out[rank] = {"terms": [{k: v.item() for k, v in t.items()} for t in terms.values()],
                  "grads": [p.grad.clone() for p in net.parameters()]}
     dist.destroy_process_group()
 
 
 def test_two_gloo_processes_compute_the_global_batch_rule():
     torch.manual_seed(0)
-    net = DeepLPLNet(1, (4, 6), (1,))
+    net = ConvNet(1, (4, 6), (1,))
     views = torch.rand(2 * 16, 1, 12, 12)
-    total, terms = DeepLPLLoss()(net(views))
+    total, terms = _lpl(net)(views)
+    terms = list(terms.values())
     total.backward()
     expected_grads = [p.grad for p in net.parameters()]
     manager = mp.Manager()

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from lpl.cli import main
-from lpl.train import loop
+from lpl.train import run as loop
 from lpl.train.checkpoint import CheckpointFolder, load_checkpoint
 from lpl.validation import LPLError
 
@@ -80,7 +80,7 @@ def test_signal_writes_a_resumable_checkpoint_and_says_how_to_resume(signum, tmp
     out = tmp_path / "out"
     process = _start(out)
     first_log = process.stdout.readline()  # the first diagnostics line: training is under way
-    assert first_log.startswith("step=20")
+    assert first_log.startswith("step 20/")
     process.send_signal(signum)
     _, err = process.communicate(timeout=60)
     assert process.returncode == loop.EXIT_INTERRUPTED
@@ -164,7 +164,7 @@ def test_nan_stops_early_keeps_finite_weights_and_outputs(tmp_path, monkeypatch,
     assert all(torch.isfinite(w).all() for w in weights.values())
     assert torch.isfinite(torch.load(tmp_path / "activations" / "activations_after.pt")["activations"]).all()
     state, _ = CheckpointFolder(tmp_path / "weights", "lpl").latest()
-    assert state["step"] == 3 and torch.equal(state["task"]["stack"]["layers.0.weight"], weights["layers.0.weight"])
+    assert state["step"] == 3 and torch.equal(state["state"]["stack"]["layers.0.weight"], weights["layers.0.weight"])
     events = [json.loads(line) for line in (tmp_path / "logs" / "lpl_log.jsonl").read_text().splitlines()]
     assert events[-1]["event"] == "nonfinite"
     assert "stopped early" in capsys.readouterr().err

@@ -2,6 +2,7 @@ import torch
 
 from lpl.layers import DenseLPLLayer, DenseLPLStack, Plasticity
 from lpl.locality import layerwise_outputs
+from lpl.objective import LPLObjective
 
 
 def _views(batch=16, features=20, seed=0):
@@ -14,15 +15,15 @@ def test_closed_form_and_autograd_updates_agree():
     views = _views()
     a, b = DenseLPLStack([20, 8], seed=3), DenseLPLStack([20, 8], seed=3)
     for _ in range(5):
-        a.plasticity_step(views, Plasticity(lr_pred=1e-2, lr_hebb=1e-2, lr_stab=1e-2))
-        b.plasticity_step(views, Plasticity(lr_pred=1e-2, lr_hebb=1e-2, lr_stab=1e-2, method="autograd"))
+        a.plasticity_step(views, LPLObjective(1e-2, 1e-2, 1e-2, "sum"))
+        b.plasticity_step(views, LPLObjective(1e-2, 1e-2, 1e-2, "sum"), Plasticity(method="autograd"))
     assert torch.allclose(a.layers[0].weight, b.layers[0].weight, atol=1e-6)
 
 
 def test_update_norm_is_clipped():
     stack = DenseLPLStack([20, 8])
     before = stack.layers[0].weight.clone(), stack.layers[0].bias.clone()
-    _, norms = stack.plasticity_step(_views(), Plasticity(lr_pred=1e3, lr_hebb=1e3, lr_stab=1e3, max_update_norm=0.5))
+    _, norms = stack.plasticity_step(_views(), LPLObjective(1e3, 1e3, 1e3, "sum"), Plasticity(max_update_norm=0.5))
     change = torch.cat([(stack.layers[0].weight - before[0]).flatten(), stack.layers[0].bias - before[1]])
     assert norms[0] > 0.5
     assert abs(change.norm().item() - 0.5) < 1e-4
@@ -32,7 +33,8 @@ def test_weights_are_clamped():
     stack = DenseLPLStack([20, 8])
     stack.layers[0].weight.data.fill_(4.999)
     for _ in range(20):
-        stack.plasticity_step(_views(), Plasticity(lr_hebb=10.0, max_update_norm=100.0, weight_bound=5.0))
+        big_hebbian = LPLObjective(1e-3, 10.0, 5e-4, "sum")
+        stack.plasticity_step(_views(), big_hebbian, Plasticity(max_update_norm=100.0, weight_bound=5.0))
     assert stack.layers[0].weight.abs().max() <= 5.0
 
 
@@ -47,7 +49,7 @@ def test_nonfinite_update_is_not_applied():
     before = stack.layers[0].weight.clone()
     views = _views()
     views[0, 0, 0] = float("nan")
-    _, norms = stack.plasticity_step(views, Plasticity())
+    _, norms = stack.plasticity_step(views)
     assert not torch.isfinite(norms).all()
     assert torch.equal(stack.layers[0].weight, before)
 
@@ -70,8 +72,8 @@ def test_layer_one_update_is_identical_with_or_without_layer_two():
     assert torch.equal(one.layers[0].weight, two.layers[0].weight)
     for seed in range(3):
         views = _views(features=20, seed=seed)
-        one.plasticity_step(views, Plasticity())
-        two.plasticity_step(views, Plasticity())
+        one.plasticity_step(views)
+        two.plasticity_step(views)
     assert torch.equal(one.layers[0].weight, two.layers[0].weight)
     assert torch.equal(one.layers[0].bias, two.layers[0].bias)
 
@@ -79,6 +81,6 @@ def test_layer_one_update_is_identical_with_or_without_layer_two():
 def test_layer_two_learns_from_layer_one_outputs():
     stack = DenseLPLStack([20, 8, 4])
     before = stack.layers[1].weight.clone()
-    outputs, norms = stack.plasticity_step(_views(), Plasticity())
+    outputs, norms = stack.plasticity_step(_views())
     assert [o.shape for o in outputs] == [(32, 8), (32, 4)] and norms.shape == (2,)
     assert not torch.equal(before, stack.layers[1].weight)

@@ -67,7 +67,7 @@ def test_objective_grad_matches_autograd_of_weighted_loss():
 
 def test_switched_off_term_has_no_gradient():
     prev, now = torch.randn(10, 4), torch.randn(10, 4)
-    only_pred = LPLObjective(pred=1.0, hebb=0.0, decorr=0.0)
+    only_pred = LPLObjective(pred=1.0, hebb=0.0, decorr=0.0, reduction="sum")
     g_prev, g_now = only_pred.grad(torch.stack((prev, now)))
     assert torch.count_nonzero(g_prev) == 0 and torch.allclose(g_now, rules.predictive_grad(now, prev))
 

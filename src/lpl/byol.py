@@ -15,11 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-def mlp(in_features: int, hidden: int, out_features: int) -> nn.Sequential:
-    """BYOL's head: Linear -> BatchNorm -> ReLU -> Linear."""
-    return nn.Sequential(nn.Linear(in_features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-                         nn.Linear(hidden, out_features))
+from lpl.heads import ema_update, mlp
 
 
 class Backbone(nn.Module):
@@ -71,11 +67,8 @@ class BYOL(nn.Module):
     @torch.no_grad()
     def update_target(self) -> None:
         """target <- tau * target + (1 - tau) * online, for backbone and projector."""
-        for online, target in ((self.backbone, self.target_backbone), (self.projector, self.target_projector)):
-            for p_online, p_target in zip(online.parameters(), target.parameters()):
-                p_target.lerp_(p_online, 1.0 - self.tau)
-            for b_online, b_target in zip(online.buffers(), target.buffers()):
-                b_target.copy_(b_online)
+        ema_update(self.target_backbone, self.backbone, self.tau)
+        ema_update(self.target_projector, self.projector, self.tau)
 
     @torch.no_grad()
     def embed(self, x: Tensor, batch: int = 1024) -> Tensor:

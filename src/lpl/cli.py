@@ -1,51 +1,52 @@
-"""The ``lpl`` command line: one sub-command per entry point, each a typed dataclass config."""
+"""The ``lpl`` command line: one sub-command per entry point, each a dataclass config."""
 
 from __future__ import annotations
 
-import importlib
+import errno
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
+from lpl.analysis.commands import AnalyzeConfig, CompareConfig, ReportConfig, analyze, compare, report
+from lpl.analysis.readout import ReadoutConfig, readout
 from lpl.config import parse_config
+from lpl.demo import DemoConfig, demo
+from lpl.train.byol import BYOLConfig, train_byol
+from lpl.train.deep import DeepConfig, train_deep
+from lpl.train.dense import HIERARCHICAL, DenseConfig, train_dense
+from lpl.train.run import EXIT_INTERRUPTED
+from lpl.train.sanity import SanityConfig, sanity_check
 from lpl.validation import LPLError
 
 
 @dataclass(frozen=True)
 class Command:
-    """A sub-command: its config dataclass and its runner, as ``module:attribute`` (imported lazily,
-    so ``lpl --help`` does not import torch)."""
+    """A sub-command: its config dataclass, the function that runs it, and preset defaults."""
 
-    config: str
-    run: str
+    config: type
+    run: Callable[[Any], Any]
     help: str
-
-    @staticmethod
-    def resolve(target: str) -> Any:
-        module, attribute = target.split(":")
-        return getattr(importlib.import_module(module), attribute)
+    preset: Mapping[str, Any] = field(default_factory=dict)
 
 
 COMMANDS: dict[str, Command] = {
-    "train": Command("lpl.train.dense:DenseLPLConfig", "lpl.train.dense:train_dense",
-                     "single-layer LPL (default: CIFAR-10, 3072 -> 128, 5000 steps)"),
-    "train-hierarchical": Command("lpl.train.dense:HierarchicalLPLConfig", "lpl.train.dense:train_dense",
-                                  "layer-local LPL stack (default: shapes, 1024 -> 128 -> 64, 10000 steps)"),
-    "train-byol": Command("lpl.train.byol:BYOLConfig", "lpl.train.byol:train_byol",
-                          "BYOL baseline, only the first conv layer trained (default: CIFAR-10, 1000 steps)"),
-    "train-deep": Command("lpl.train.deep:DeepLPLConfig", "lpl.train.deep:train_deep",
-                          "layer-local VGG-11 LPL, the paper's main experiment (default: CIFAR-10, 800 epochs)"),
-    "sanity": Command("lpl.train.sanity:SanityConfig", "lpl.train.sanity:sanity_check",
-                      "one LPL layer on random data: weights, variance and NaN checks"),
-    "analyze": Command("lpl.analysis.commands:AnalyzeConfig", "lpl.analysis.commands:analyze",
-                       "statistics, probes, invariance and baselines of representation files"),
-    "compare": Command("lpl.analysis.commands:CompareConfig", "lpl.analysis.commands:compare",
-                       "one side-by-side table (Markdown and CSV) of several runs"),
-    "report": Command("lpl.analysis.commands:ReportConfig", "lpl.analysis.commands:report",
-                      "Markdown report with figures of every run in an output folder"),
-    "demo": Command("lpl.demo:DemoConfig", "lpl.demo:demo",
-                    "train LPL, hierarchical LPL and BYOL on shapes briefly, analyse, write the report"),
+    "train": Command(DenseConfig, train_dense, "single-layer LPL (default: CIFAR-10, 3072 -> 128, 5000 steps)"),
+    "train-hierarchical": Command(DenseConfig, train_dense,
+                                  "layer-local LPL stack (default: shapes, 1024 -> 128 -> 64, 10000 steps)",
+                                  HIERARCHICAL),
+    "train-byol": Command(BYOLConfig, train_byol,
+                          "the seed's BYOL baseline, only the first conv layer trained (1000 steps)"),
+    "train-deep": Command(DeepConfig, train_deep, "VGG-11 with layer-local LPL (the paper's main experiment), "
+                          "or BYOL/SimCLR heads, layer-local or end-to-end (default: CIFAR-10, 800 epochs)"),
+    "sanity": Command(SanityConfig, sanity_check, "one LPL layer on random data: weights, variance and NaN checks"),
+    "analyze": Command(AnalyzeConfig, analyze, "statistics, probes, invariance and baselines of representation files"),
+    "compare": Command(CompareConfig, compare, "one side-by-side table (Markdown and CSV) of several runs"),
+    "readout": Command(ReadoutConfig, readout, "per-layer linear readout of a deep run's exports"),
+    "report": Command(ReportConfig, report, "Markdown and HTML report with figures of every run in an output folder"),
+    "demo": Command(DemoConfig, demo, "train LPL, hierarchical LPL and BYOL on shapes briefly, analyse, report"),
 }
 
 
@@ -55,23 +56,36 @@ def _usage() -> str:
     return "usage: lpl COMMAND [flags]   (lpl COMMAND --help lists the flags)\n\ncommands:\n" + "\n".join(lines)
 
 
+def _fail(name: str, message: str, code: int = 2) -> int:
+    print(f"lpl {name}: error: {message}", file=sys.stderr)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one sub-command; returns the exit status (2 for a user error with a one-line message)."""
+    """Run one sub-command; returns the exit status (2 for a user error, with a one-line message)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"lpl: error: unknown command {name!r}\n{_usage()}", file=sys.stderr)
-        return 2
+        return _fail("", f"unknown command {name!r}; run 'lpl --help' for the list")
     command = COMMANDS[name]
-    config = parse_config(Command.resolve(command.config), rest, prog=f"lpl {name}", description=command.help)
+    config = parse_config(command.config, rest, prog=f"lpl {name}", description=command.help, preset=command.preset)
     try:
-        result = Command.resolve(command.run)(config)
+        result = command.run(config)
     except LPLError as exc:
-        print(f"lpl {name}: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(name, str(exc))
+    except torch.OutOfMemoryError:
+        return _fail(name, "out of memory on the device; lower --batch-size (or --num-export / --eval-train)")
+    except KeyboardInterrupt:
+        return _fail(name, "interrupted; files written so far are complete, nothing was half-written",
+                     EXIT_INTERRUPTED)
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.ENOSPC, errno.ENOTDIR, errno.EEXIST, errno.EDQUOT):
+            raise
+        return _fail(name, f"cannot write {exc.filename or 'an output file'} ({exc.strerror}); "
+                     f"free space or choose another --output-dir")
     if isinstance(result, int):
         return result
     if result.message:

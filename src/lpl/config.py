@@ -1,17 +1,29 @@
-"""Typed dataclass configs as command lines: every field a flag, unknown keys rejected."""
+"""Command configs: plain dataclasses whose fields are the flags, with documented defaults.
+
+``option`` attaches the help text to a field; ``parse_config`` (used only by ``lpl.cli``) turns a
+command line into a config, with a preset of other defaults where a command needs them.
+``TrainConfig`` holds the fields every trainer shares; each trainer adds its own.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import sys
 import types
 import typing
-from collections.abc import Sequence
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
 
+import torch
+
+from lpl.data import DATASET_HELP
 from lpl.validation import LPLError
 
 C = TypeVar("C")
+
 
 
 def option(default: Any, help: str, positional: bool = False) -> Any:
@@ -25,11 +37,94 @@ def option(default: Any, help: str, positional: bool = False) -> Any:
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def _flag_kwargs(tp: Any, default: Any) -> dict[str, Any]:
+def require(condition: bool, message: str) -> None:
+    """Raise ``LPLError(message)`` unless ``condition`` holds (for configs' ``__post_init__``)."""
+    if not condition:
+        raise LPLError(message)
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_fields(config: Any) -> None:
+    """Every float field finite, every int field a count (>= 0): one error naming the flag."""
+    hints = typing.get_type_hints(type(config))
+    for field in dataclasses.fields(config):
+        value, tp = getattr(config, field.name), hints[field.name]
+        if tp in (float, float | None) and value is not None:
+            require(math.isfinite(value), f"{flag(field.name)} must be a finite number, got {value}")
+        if tp in (int, int | None) and value is not None:
+            require(value >= 0, f"{flag(field.name)} must be >= 0, got {value}")
+        if tp == list[int]:
+            require(all(v >= 0 for v in value), f"{flag(field.name)} takes values >= 0, got {value}")
+
+
+def check_device(device: str) -> None:
+    """A device torch knows and that exists here."""
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise LPLError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:<index>") from None
+    if parsed.type == "cuda":
+        require(torch.cuda.is_available(), f"--device {device} was asked for but CUDA is not available "
+                "here; use --device cpu")
+        require(parsed.index is None or parsed.index < torch.cuda.device_count(),
+                f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    else:
+        require(parsed.type == "cpu", f"--device {device}: only cpu and cuda are supported")
+
+
+@dataclass
+class RunOptions:
+    """Fields of every command that trains: where it writes and how it survives faults."""
+
+    seed: int = option(0, "random seed (weights, data order, augmentations)")
+    device: str = option("cpu", "torch device: cpu, cuda, cuda:1")
+    output_dir: str = option("outputs", "folder for activations/, weights/ and logs/")
+    checkpoint_minutes: float = option(5.0, "minutes between checkpoints (0: only at the end, on a signal "
+                                       "and on a NaN stop)")
+    keep_checkpoints: int = option(3, "how many recent checkpoints to keep")
+    resume: bool = option(False, "continue from the latest good checkpoint of this run")
+    overwrite: bool = option(False, "replace the outputs of an earlier run of the same name")
+    progress: bool = option(True, "show a progress bar")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        require(self.keep_checkpoints >= 1, "--keep-checkpoints must be positive")
+        require(not (self.resume and self.overwrite), "--resume and --overwrite exclude each other; pick one")
+        check_device(self.device)
+
+
+@dataclass
+class TrainConfig(RunOptions):
+    """``RunOptions`` and the data every trainer reads (each adds steps, batch size and its own)."""
+
+    dataset: str = option("cifar10", DATASET_HELP)
+    data_dir: str | None = option(None, "CIFAR-10 folder (default $LPL_DATA_DIR, else ./data)")
+    download: bool = option(True, "download CIFAR-10 when it is not in --data-dir")
+    image_size: int | None = option(None, "image folders: resize every image to N x N")
+    num_export: int = option(10000, "test samples whose activations are exported")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.num_export >= 1, "--num-export must be positive")
+        require(self.image_size is None or self.image_size >= 2, "--image-size must be at least 2")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Prints one error line and where to look, not the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _flag_kwargs(tp: Any) -> dict[str, Any]:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):  # X | None
         (inner,) = [a for a in args if a is not type(None)]
-        return _flag_kwargs(inner, default)
+        return _flag_kwargs(inner)
     if tp is bool:
         return {"action": argparse.BooleanOptionalAction}
     if origin is typing.Literal:
@@ -39,29 +134,27 @@ def _flag_kwargs(tp: Any, default: Any) -> dict[str, Any]:
     return {"type": tp}
 
 
-def build_parser(config_cls: type, prog: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog, description=description,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+def build_parser(config_cls: type, prog: str, description: str,
+                 preset: Mapping[str, Any] | None = None) -> argparse.ArgumentParser:
+    """A parser with a flag per field; ``preset`` replaces some defaults."""
+    parser = _Parser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     hints = typing.get_type_hints(config_cls)
     for field in dataclasses.fields(config_cls):
         default = (field.default_factory() if field.default_factory is not dataclasses.MISSING
                    else field.default)
-        kwargs = _flag_kwargs(hints[field.name], default)
+        default = (preset or {}).get(field.name, default)
+        kwargs, help_text = _flag_kwargs(hints[field.name]), field.metadata.get("help", "")
         if field.metadata.get("positional"):
-            parser.add_argument(field.name, help=field.metadata.get("help", ""), **kwargs)
-            continue
-        parser.add_argument(
-            "--" + field.name.replace("_", "-"), dest=field.name, default=default,
-            help=field.metadata.get("help", ""), **kwargs,
-        )
+            parser.add_argument(field.name, help=help_text, **kwargs)
+        else:
+            parser.add_argument(flag(field.name), dest=field.name, default=default, help=help_text, **kwargs)
     return parser
 
 
-def parse_config(config_cls: type[C], argv: Sequence[str] | None, prog: str, description: str) -> C:
+def parse_config(config_cls: type[C], argv: Sequence[str], prog: str, description: str,
+                 preset: Mapping[str, Any] | None = None) -> C:
     """Parse ``argv`` into ``config_cls``; a bad flag or value exits with one clear error line."""
-    parser = build_parser(config_cls, prog, description)
+    parser = build_parser(config_cls, prog, description, preset)
     namespace = parser.parse_args(argv)
     try:
         return config_cls(**vars(namespace))
@@ -71,14 +164,8 @@ def parse_config(config_cls: type[C], argv: Sequence[str] | None, prog: str, des
 
 def config_from_dict(config_cls: type[C], values: dict[str, Any]) -> C:
     """Build a config from a saved dict, rejecting keys the config does not have."""
-    names = {f.name for f in dataclasses.fields(config_cls)}
+    names = {f.name for f in dataclasses.fields(config_cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - names)
     if unknown:
         raise LPLError(f"unknown config keys {unknown} for {config_cls.__name__}; valid keys: {sorted(names)}")
     return config_cls(**values)
-
-
-def require(condition: bool, message: str) -> None:
-    """Raise ``LPLError(message)`` unless ``condition`` holds (for configs' ``__post_init__``)."""
-    if not condition:
-        raise LPLError(message)

@@ -16,6 +16,13 @@ import torch
 from lpl.validation import LPLError
 
 
+def _file_mode() -> int:
+    """The mode a new file gets under the user's umask (``mkstemp`` alone would give 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -25,6 +32,7 @@ def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> Path:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

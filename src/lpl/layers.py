@@ -17,25 +17,23 @@ from lpl.objective import LPLObjective
 GradMethod = Literal["closed-form", "autograd"]
 
 
+# The dense rule's learning rates: one plain gradient step on the objective, whose coefficients
+# they are (summed over units; see README "Normalisation"). Every dense command takes its defaults
+# from here.
+DENSE_RATES = LPLObjective(pred=1e-3, hebb=1e-3, decorr=5e-4, reduction="sum")
+
+
 @dataclass(frozen=True)
 class Plasticity:
-    """How a layer turns its local loss into a weight change.
+    """How a layer turns the gradient of its objective into a weight change.
 
-    ``dW = -(lr_pred grad_pred + lr_hebb grad_hebb + lr_stab grad_stab)``, its norm (weights and
-    bias together) clipped to ``max_update_norm``, then weights clamped to ``[-bound, bound]``.
+    ``dW = -grad``, its norm (weights and bias together) clipped to ``max_update_norm``, then the
+    weights clamped to ``[-bound, bound]``; the learning rates are the objective's coefficients.
     """
 
-    lr_pred: float = 1e-3
-    lr_hebb: float = 1e-3
-    lr_stab: float = 5e-4
-    reduction: rules.Reduction = "sum"
     max_update_norm: float = 1.0
     weight_bound: float = 5.0
     method: GradMethod = "closed-form"
-
-    def objective(self) -> LPLObjective:
-        """The learning rates are the objective's coefficients (one plain gradient step)."""
-        return LPLObjective(self.lr_pred, self.lr_hebb, self.lr_stab, self.reduction)
 
 
 class DenseLPLLayer(nn.Module):
@@ -110,7 +108,8 @@ class DenseLPLStack(nn.Module):
         return layerwise_outputs(self.layers, x)
 
     @torch.no_grad()
-    def plasticity_step(self, views: Tensor, plasticity: Plasticity) -> tuple[list[Tensor], Tensor]:
+    def plasticity_step(self, views: Tensor, objective: LPLObjective = DENSE_RATES,
+                        plasticity: Plasticity = Plasticity()) -> tuple[list[Tensor], Tensor]:
         """One local update of every layer on a batch of temporal pairs.
 
         ``views`` (2, B, D): earlier views, then later views. Every layer is updated from the same
@@ -119,9 +118,14 @@ class DenseLPLStack(nn.Module):
         """
         x = views.reshape(-1, views.shape[-1])
         outputs = self(x)
-        objective = plasticity.objective()
         norms = []
         for layer, layer_in, z in zip(self.layers, [x, *outputs[:-1]], outputs):
             grad_w, grad_b = layer.local_gradients(layer_in, z, objective, plasticity.method)
             norms.append(layer.apply_update(grad_w, grad_b, plasticity))
         return outputs, torch.stack(norms)
+
+    @torch.no_grad()
+    def representations(self, inputs: Tensor, chunk: int = 4096) -> list[Tensor]:
+        """Every layer's activations (N, M_k) of ``inputs`` (N, D), in float32 on the CPU."""
+        chunks = [self(x) for x in inputs.split(chunk)]
+        return [torch.cat(layer).float().cpu() for layer in zip(*chunks)]

@@ -1,7 +1,13 @@
-"""The LPL objective: the rule's terms (``lpl.rules``) weighted by their coefficients."""
+"""The LPL objective: the rule's terms (``lpl.rules``) weighted by their coefficients.
+
+This is the one place where the terms are weighted. The dense closed-form rule (``grad``), the
+dense autograd path (``loss``) and the deep network (``lpl.heads.LPLHead``, through ``terms``
+and ``weighted``) all use it, so a new term or another weighting is an edit here.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -10,47 +16,65 @@ from torch import Tensor
 from lpl import rules
 from lpl.rules import Reduction
 
+TERMS = ("pred", "hebb", "decorr")
+
+
+def _same(z: Tensor) -> Tensor:
+    return z
+
 
 @dataclass(frozen=True)
 class LPLObjective:
     """``pred * L_pred + hebb * L_hebb + decorr * L_decorr`` for one layer and a temporal pair.
 
-    The predictive term pulls the later view toward the stop-gradient earlier view; the Hebbian
-    and decorrelation terms are averaged over both views (as the official code does). A zero
-    coefficient switches a term off (ablations) and skips its computation.
+    The predictive term pulls the later view toward the (by default stop-gradient) earlier view;
+    the Hebbian and decorrelation terms are averaged over both views, as the official code does.
+    A zero coefficient switches a term off (ablations). The defaults are the official deep-network
+    coefficients with means over units; the dense trainers pass their learning rates instead.
     """
 
     pred: float = 1.0
     hebb: float = 1.0
     decorr: float = 10.0
-    reduction: Reduction = "sum"
+    reduction: Reduction = "mean"
     eps: float = rules.EPS
-    stop_gradient: bool = True  # of the earlier view in the predictive term (autograd paths only)
+    stop_gradient: bool = True  # of the earlier view in the predictive term (autograd paths)
 
-    def terms(self, z_prev: Tensor, z_now: Tensor) -> dict[str, Tensor]:
-        """Unweighted value of every term (switched-off ones too, for monitoring); (B, M) inputs."""
-        r, views = self.reduction, torch.stack((z_prev, z_now))
+    def coefficients(self) -> dict[str, float]:
+        return {"pred": self.pred, "hebb": self.hebb, "decorr": self.decorr}
+
+    def terms(self, z_prev: Tensor, z_now: Tensor, gather: Callable[[Tensor], Tensor] = _same,
+              decorr_views: Sequence[Tensor] | None = None) -> dict[str, Tensor]:
+        """Unweighted, differentiable value of every term for ``z_prev``, ``z_now`` (B, M).
+
+        ``gather`` collects a view's rows from every process before the batch statistics
+        (variance, covariance) are taken, so they are those of the global batch under torchrun.
+        ``decorr_views`` (two (S, M) tensors) replaces the samples of the decorrelation term, for
+        example the channel vectors of every position of a feature map.
+        """
+        r = self.reduction
+        views = torch.stack((gather(z_prev), gather(z_now)))
+        decorr = views if decorr_views is None else torch.stack([gather(v) for v in decorr_views])
         return {
-            "pred": rules.predictive_loss(z_now, z_prev, r),
+            "pred": rules.predictive_loss(z_now, z_prev, r, self.stop_gradient),
             "hebb": 0.5 * rules.hebbian_loss(views, r, self.eps),
-            "decorr": 0.5 * rules.decorrelation_loss(views, r),
+            "decorr": 0.5 * rules.decorrelation_loss(decorr, r),
         }
 
+    def weighted(self, terms: dict[str, Tensor]) -> Tensor:
+        """The weighted total of ``terms``; switched-off terms are left out (never ``0 * inf``)."""
+        active = [c * terms[name] for name, c in self.coefficients().items() if c]
+        return torch.stack(active).sum() if active else next(iter(terms.values())) * 0.0
+
     def loss(self, z_prev: Tensor, z_now: Tensor) -> Tensor:
-        """Weighted total, differentiable (the autograd path and the deep network use it)."""
-        r, views, total = self.reduction, torch.stack((z_prev, z_now)), z_now.new_zeros(())
-        if self.pred:
-            total = total + self.pred * rules.predictive_loss(z_now, z_prev, r, self.stop_gradient)
-        if self.hebb:
-            total = total + 0.5 * self.hebb * rules.hebbian_loss(views, r, self.eps)
-        if self.decorr:
-            total = total + 0.5 * self.decorr * rules.decorrelation_loss(views, r)
-        return total
+        """Weighted total, differentiable (the dense autograd path)."""
+        return self.weighted(self.terms(z_prev, z_now))
 
     def grad(self, views: Tensor) -> Tensor:
-        """Closed-form d loss / d views for ``views`` (2, B, M) = (z_prev, z_now); autograd's value.
+        """Closed-form d loss / d views for ``views`` (2, B, M) = (z_prev, z_now): autograd's value.
 
-        Both views' statistics are computed in one batched pass. Assumes ``stop_gradient``.
+        The paper's neuron-level rule; both views' statistics in one batched pass. Assumes
+        ``stop_gradient``.
         """
         r, zc, grad = self.reduction, rules.centered(views), torch.zeros_like(views)
         if self.hebb:

@@ -1,4 +1,5 @@
-"""Checkpoints that are written atomically, carry a checksum, and are pruned to the last K."""
+"""Checkpoints that are written atomically, carry a checksum, are pruned to the last K, and are
+written by a background thread from a CPU snapshot so the accelerator never waits for the disk."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import hashlib
 import io
 import re
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +53,11 @@ class CheckpointFolder:
         found = [(int(m.group(1)), p) for p in self.folder.iterdir() if (m := self.pattern.match(p.name))]
         return [p for _, p in sorted(found)]
 
+    def path(self, step: int) -> Path:
+        return self.folder / f"{self.name}_step{step:07d}.ckpt"
+
     def save(self, state: dict[str, Any], step: int) -> Path:
-        path = save_checkpoint(state, self.folder / f"{self.name}_step{step:07d}.ckpt")
+        path = save_checkpoint(state, self.path(step))
         for old in self.paths()[: -self.keep]:
             old.unlink(missing_ok=True)
         return path
@@ -69,3 +74,52 @@ class CheckpointFolder:
     def clear(self) -> None:
         for path in self.paths():
             path.unlink()
+
+
+def snapshot(state: Any) -> Any:
+    """A copy of ``state`` (nested dicts, lists, tensors) with every tensor cloned to the CPU."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {key: snapshot(value) for key, value in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(snapshot(value) for value in state)
+    return state
+
+
+class CheckpointWriter:
+    """Writes checkpoints of a ``CheckpointFolder`` in a background thread, one at a time.
+
+    ``submit`` takes a CPU snapshot at once (so training may go on changing the state) and returns
+    while the previous write, if any, is waited for; ``wait`` blocks until the last one is on disk
+    and re-raises its error.
+    """
+
+    def __init__(self, folder: CheckpointFolder):
+        self.folder = folder
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self.pending: Future[Path] | None = None
+
+    def submit(self, state: dict[str, Any], step: int) -> Path:
+        """Snapshot ``state`` and write it in the background; returns the path it will have."""
+        copy = snapshot(state)
+        self.wait()
+        self.pending = self.executor.submit(self.folder.save, copy, step)
+        return self.folder.path(step)
+
+    def save(self, state: dict[str, Any], step: int) -> Path:
+        """Write now (after any pending write): for the end of a run, signals and NaN stops."""
+        self.submit(state, step)
+        return self.wait() or self.folder.path(step)
+
+    def wait(self) -> Path | None:
+        if self.pending is None:
+            return None
+        pending, self.pending = self.pending, None
+        return pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self.executor.shutdown(wait=True)

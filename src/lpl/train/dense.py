@@ -1,4 +1,5 @@
-"""Training dense LPL stacks: single-layer (``lpl train``) and hierarchical (``lpl train-hierarchical``)."""
+"""``lpl train`` (single-layer LPL, CIFAR-10, 3072 -> 128) and ``lpl train-hierarchical`` (the
+``HIERARCHICAL`` preset: shapes, 1024 -> 128 -> 64): dense LPL stacks learning by the local rule."""
 
 from __future__ import annotations
 
@@ -9,144 +10,113 @@ from typing import Any
 import torch
 
 from lpl.analysis.metrics import collapsed_units
-from lpl.config import option, require
-from lpl.data import DATASET_HELP, load_splits
+from lpl.config import TrainConfig, option, require
+from lpl.data import load_splits
 from lpl.data.augment import WeakAugmentSpec
 from lpl.data.pairs import PairMode, PairStream
 from lpl.io import atomic_torch_save
-from lpl.layers import DenseLPLStack, GradMethod, Plasticity
+from lpl.layers import DENSE_RATES, DenseLPLStack, GradMethod, Plasticity
+from lpl.layout import RunLayout, save_export
+from lpl.objective import LPLObjective
 from lpl.rules import Reduction
-from lpl.train.loop import RunConfig, RunPaths, RunResult, run_training
+from lpl.train.run import RunResult, Schedule, StateGroup, TrainingRun
 
 
 @dataclass
-class DenseLPLConfig(RunConfig):
-    """Single-layer LPL on CIFAR-10 (3072 -> 128), the mission's defaults."""
+class DenseConfig(TrainConfig):
+    """Single-layer LPL on CIFAR-10 (3072 -> 128) by default; see ``HIERARCHICAL`` for the stack."""
 
+    steps: int = option(5000, "number of training steps")
+    batch_size: int = option(256, "temporal pairs per step")
+    log_every: int = option(500, "steps between diagnostics")
+    checkpoint_every: int = option(1000, "steps between checkpoints (0: by --checkpoint-minutes only)")
     dims: list[int] = option([3072, 128], "layer sizes, input first (the input must match the data)")
-    lr_hebb: float = option(1e-3, "learning rate of the Hebbian (variance) term; 0 switches it off")
-    lr_pred: float = option(1e-3, "learning rate of the predictive term; 0 switches it off")
-    lr_stab: float = option(5e-4, "learning rate of the stabilization (decorrelation) term; 0 switches it off")
-    reduction: Reduction = option("sum", "normalisation of the terms over units (see README)")
-    grad: GradMethod = option("closed-form", "closed-form neuron-level rule, or autograd of the loss")
-    max_update_norm: float = option(1.0, "clip each layer's update to this norm")
-    weight_bound: float = option(5.0, "clamp weights to [-bound, bound] after every step")
+    lr_hebb: float = option(DENSE_RATES.hebb, "learning rate of the Hebbian (variance) term; 0 switches it off")
+    lr_pred: float = option(DENSE_RATES.pred, "learning rate of the predictive term; 0 switches it off")
+    lr_stab: float = option(DENSE_RATES.decorr, "learning rate of the stabilization (decorrelation) term; "
+                            "0 switches it off")
+    reduction: Reduction = option(DENSE_RATES.reduction, "normalisation of the terms over units (see README)")
+    grad: GradMethod = option(Plasticity.method, "closed-form neuron-level rule, or autograd of the loss")
+    max_update_norm: float = option(Plasticity.max_update_norm, "clip each layer's update to this norm")
+    weight_bound: float = option(Plasticity.weight_bound, "clamp weights to [-bound, bound] after every step")
     pairs: PairMode = option("auto", "temporal (consecutive frames), augment (two weak views), "
                              "strong (two SimCLR-style views), auto")
-    max_shift: int = option(3, "augment pairs: largest shift in pixels")
-    flip: bool = option(True, "augment pairs: random horizontal flips")
-    jitter: float = option(0.1, "augment pairs: brightness and contrast jitter")
+    max_shift: int = option(WeakAugmentSpec.max_shift, "augment pairs: largest shift in pixels")
+    flip: bool = option(WeakAugmentSpec.flip, "augment pairs: random horizontal flips")
+    jitter: float = option(WeakAugmentSpec.brightness, "augment pairs: brightness and contrast jitter")
     name: str = option("lpl", "run name: prefix of log, weight and checkpoint files")
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        require(self.steps > 0 and self.log_every > 0, "--steps and --log-every must be positive")
+        require(self.batch_size >= 2, "--batch-size must be at least 2 (LPL needs batch statistics)")
         require(len(self.dims) >= 2 and min(self.dims) > 0,
                 f"--dims needs positive sizes, input first; got {self.dims}")
-        require(min(self.lr_hebb, self.lr_pred, self.lr_stab) >= 0, "learning rates must be >= 0")
-        require(self.max_update_norm > 0 and self.weight_bound > 0,
-                "--max-update-norm and --weight-bound must be positive")
+        for rate in ("lr_hebb", "lr_pred", "lr_stab"):
+            require(getattr(self, rate) >= 0, f"--{rate.replace('_', '-')} must be >= 0, got {getattr(self, rate)}")
+        require(self.max_update_norm > 0, "--max-update-norm must be positive")
+        require(self.weight_bound > 0, "--weight-bound must be positive")
+        require(0 <= self.jitter < 1, f"--jitter must be in [0, 1), got {self.jitter}")
+
+    def objective(self) -> LPLObjective:
+        return LPLObjective(self.lr_pred, self.lr_hebb, self.lr_stab, self.reduction)
 
     def plasticity(self) -> Plasticity:
-        return Plasticity(self.lr_pred, self.lr_hebb, self.lr_stab, self.reduction,
-                          self.max_update_norm, self.weight_bound, self.grad)
+        return Plasticity(self.max_update_norm, self.weight_bound, self.grad)
 
-    def paths(self) -> RunPaths:
-        stems = {"lpl": "activations", "hierarchical_lpl": "hierarchical_activations"}
-        stem = stems.get(self.name, f"{self.name}_activations")
-        return RunPaths(Path(self.output_dir), self.name, stem)
-
-
-@dataclass
-class HierarchicalLPLConfig(DenseLPLConfig):
-    """Two-layer LPL on synthetic shapes (1024 -> 128 -> 64), each layer learning locally."""
-
-    steps: int = option(10000, "number of training steps")
-    dataset: str = option("shapes", DATASET_HELP)
-    dims: list[int] = option([1024, 128, 64], "layer sizes, input first (the input must match the data)")
-    name: str = option("hierarchical_lpl", "run name: prefix of log, weight and checkpoint files")
+    def layout(self) -> RunLayout:
+        stem = {"lpl": "activations", "hierarchical_lpl": "hierarchical_activations"}.get(
+            self.name, f"{self.name}_activations")
+        return RunLayout(Path(self.output_dir), self.name, stem)
 
 
-def activation_stats(z: torch.Tensor) -> dict[str, float]:
-    """Mean, mean per-unit std and number of collapsed units (std < 0.1) of z (B, M)."""
-    std = z.std(dim=0)
-    return {"act_mean": z.mean().item(), "act_std": std.mean().item(),
-            "collapsed_units": collapsed_units(std)}
+HIERARCHICAL: dict[str, Any] = {"dataset": "shapes", "dims": [1024, 128, 64], "steps": 10000,
+                                "name": "hierarchical_lpl"}
 
 
-class DenseLPLTask:
-    """A dense LPL stack learning from a stream of temporal pairs."""
-
-    def __init__(self, config: DenseLPLConfig):
-        self.config, self.plasticity = config, config.plasticity()
-        device = torch.device(config.device)
-        train, test = load_splits(config.dataset, config.data_dir, config.download, config.dims[0])
-        self.eval_inputs = test.flat_float(config.num_export).to(device)
-        self.eval_labels = test.labels[: config.num_export].clone()
-        spec = WeakAugmentSpec(config.max_shift, config.flip, config.jitter, config.jitter)
-        self.stream = PairStream(train, config.pairs, config.seed + 1, spec, device)
-        self.stack = DenseLPLStack(config.dims, config.seed).to(device)
-        self.samples_per_step = config.batch_size
-        self.paths = config.paths()
-        self._last: tuple[list[torch.Tensor], torch.Tensor] | None = None
-
-    def step(self) -> torch.Tensor:
-        views = self.stream.next(self.config.batch_size)
-        outputs, norms = self.stack.plasticity_step(views, self.plasticity)
-        self._last = (outputs, norms)
-        return norms
-
-    def _layer_terms(self) -> list[dict[str, torch.Tensor]]:
-        assert self._last is not None
-        objective, half = self.plasticity.objective(), self.config.batch_size
-        return [objective.terms(z[:half], z[half:]) for z in self._last[0]]
-
-    def diagnostics(self) -> dict[str, float]:
-        outputs, norms = self._last  # type: ignore[misc]
-        record: dict[str, Any] = {}
-        for i, (layer, z, terms, norm) in enumerate(zip(self.stack.layers, outputs, self._layer_terms(), norms), 1):
-            prefix = f"layer{i}_" if len(self.stack.layers) > 1 else ""
-            record.update({f"{prefix}{k}": v.item() for k, v in terms.items()})
-            record[f"{prefix}weight_norm"] = layer.weight.norm().item()
-            record[f"{prefix}update_norm"] = norm.item()
-            record.update({f"{prefix}{k}": v for k, v in activation_stats(z).items()})
-        return record
-
-    def nonfinite_terms(self) -> list[str]:
-        bad = [f"layer{i}.{k}" for i, terms in enumerate(self._layer_terms(), 1)
-               for k, v in terms.items() if not torch.isfinite(v)]
-        bad += [f"layer{i}.activations" for i, z in enumerate(self._last[0], 1) if not torch.isfinite(z).all()]
-        return bad or ["update norm"]
-
-    @torch.no_grad()
-    def representations(self) -> list[torch.Tensor]:
-        """Every layer's activations (N, M_k) on the exported test samples, in chunks."""
-        chunks = [self.stack(x) for x in self.eval_inputs.split(4096)]
-        return [torch.cat(layer).float().cpu() for layer in zip(*chunks)]
-
-    def export(self, tag: str) -> list[Path]:
-        layers = self.representations()
-        if len(layers) == 1:
-            blob = {"activations": layers[0]}
-        else:
-            blob = {f"layer{i}_activations": z for i, z in enumerate(layers, 1)}
-        blob["labels"] = self.eval_labels
-        return [atomic_torch_save(blob, self.paths.activation_file(tag))]
-
-    def write_logs(self) -> None:
-        """The loop's own log holds everything this task reports."""
-
-    def save_weights(self) -> Path:
-        return atomic_torch_save({"dims": self.config.dims, "state_dict": self.stack.state_dict()},
-                                 self.paths.weights / f"{self.config.name}_weights.pt")
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"stack": self.stack.state_dict(), "stream": self.stream.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.stack.load_state_dict(state["stack"])
-        self.stream.load_state_dict(state["stream"])
+def diagnostics(stack: DenseLPLStack, outputs: list[torch.Tensor], norms: torch.Tensor,
+                objective: LPLObjective) -> dict[str, float]:
+    """Every layer's terms, weight and update norms, activity and collapsed units (std < 0.1)."""
+    record: dict[str, float] = {}
+    for i, (layer, z, norm) in enumerate(zip(stack.layers, outputs, norms), 1):
+        prefix = f"layer{i}_" if len(outputs) > 1 else ""
+        z_prev, z_now = z.chunk(2)
+        record.update({f"{prefix}{k}": v.item() for k, v in objective.terms(z_prev, z_now).items()})
+        std = z.std(dim=0)
+        record.update({f"{prefix}weight_norm": layer.weight.norm().item(), f"{prefix}update_norm": norm.item(),
+                       f"{prefix}act_mean": z.mean().item(), f"{prefix}act_std": std.mean().item(),
+                       f"{prefix}collapsed_units": collapsed_units(std)})
+    return record
 
 
-def train_dense(config: DenseLPLConfig) -> RunResult:
-    task = DenseLPLTask(config)
-    return run_training(task, config, task.paths)
+def nonfinite_parts(outputs: list[torch.Tensor], norms: torch.Tensor) -> str:
+    bad = [f"layer{i}.activations" for i, z in enumerate(outputs, 1) if not torch.isfinite(z).all()]
+    bad += [f"layer{i}.update" for i, n in enumerate(norms, 1) if not torch.isfinite(n)]
+    return ", ".join(bad)
+
+
+def train_dense(config: DenseConfig) -> RunResult:
+    device = torch.device(config.device)
+    train, test = load_splits(config.dataset, config.data_dir, config.download, config.dims[0], config.image_size)
+    eval_inputs, eval_labels = test.flat_float(config.num_export).to(device), test.labels[: config.num_export].clone()
+    augment = WeakAugmentSpec(config.max_shift, config.flip, config.jitter, config.jitter)
+    stream = PairStream(train, config.pairs, config.seed + 1, augment, device)
+    stack = DenseLPLStack(config.dims, config.seed).to(device)
+    objective, plasticity, layout = config.objective(), config.plasticity(), config.layout()
+    schedule = Schedule(config.steps, config.log_every, config.checkpoint_every, config.checkpoint_minutes)
+
+    def export(tag: str) -> None:
+        save_export(layout.activation_file(tag), stack.representations(eval_inputs), eval_labels)
+        if tag == "after":
+            atomic_torch_save({"dims": config.dims, "state_dict": stack.state_dict()}, layout.weights_file)
+
+    state = StateGroup(stack=stack, stream=stream)
+    with TrainingRun(config, layout, schedule, state, export, config.batch_size) as run:
+        for step in run.steps():
+            outputs, norms = stack.plasticity_step(stream.next(config.batch_size), objective, plasticity)
+            if not torch.isfinite(norms).all():  # the update was not applied
+                run.nonfinite(step, step - 1, nonfinite_parts(outputs, norms) or "update")
+                break
+            if run.log_due(step):
+                run.log(step, diagnostics(stack, outputs, norms, objective))
+    return run.result

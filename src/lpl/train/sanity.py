@@ -1,59 +1,91 @@
-"""``lpl sanity``: one LPL layer on random data, checking weights, variance and NaNs as it learns."""
+"""``lpl sanity``: one LPL layer on random data, checking weights, variance and NaNs as it learns.
+
+It runs through the same ``TrainingRun`` as the trainers (signals, resume, NaN stop, atomic
+outputs) and exports the layer's responses to a fixed random probe batch before and after.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from lpl.analysis.metrics import COLLAPSE_STD, collapsed_units
-from lpl.config import option, require
-from lpl.layers import DenseLPLStack, Plasticity
+from lpl.config import RunOptions, option, require
+from lpl.layers import DENSE_RATES, DenseLPLStack
+from lpl.layout import RunLayout, save_export
+from lpl.objective import LPLObjective
+from lpl.train.run import Schedule, TrainingRun
 
 
 @dataclass
-class SanityConfig:
+class SanityConfig(RunOptions):
     """Random inputs in [0, 1]; the later view is the earlier one plus small noise."""
 
     steps: int = option(5000, "number of steps")
     batch_size: int = option(256, "pairs per step")
+    log_every: int = option(500, "steps between printed checks")
     features: int = option(3072, "input size")
     units: int = option(128, "layer size")
     noise: float = option(0.05, "std of the difference between the two views")
-    lr_hebb: float = option(1e-3, "Hebbian learning rate")
-    lr_pred: float = option(1e-3, "predictive learning rate")
-    lr_stab: float = option(5e-4, "stabilization (decorrelation) learning rate")
+    lr_hebb: float = option(DENSE_RATES.hebb, "Hebbian learning rate")
+    lr_pred: float = option(DENSE_RATES.pred, "predictive learning rate")
+    lr_stab: float = option(DENSE_RATES.decorr, "stabilization (decorrelation) learning rate")
     max_collapsed: float = option(0.5, "fail when more than this fraction of units has std < 0.1")
-    log_every: int = option(500, "steps between printed checks")
-    seed: int = option(0, "random seed")
+    output_dir: str = option("outputs/sanity", "folder for activations/, weights/ and logs/")
+    overwrite: bool = option(True, "replace the outputs of an earlier sanity check")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         require(self.steps > 0 and self.batch_size >= 2 and self.log_every > 0,
                 "--steps and --log-every must be positive, --batch-size at least 2")
+        require(self.features > 0 and self.units > 0, "--features and --units must be positive")
 
 
 def sanity_check(config: SanityConfig) -> int:
     """Run the check; returns 0 if everything stays finite and uncollapsed, else 1."""
     generator = torch.Generator().manual_seed(config.seed)
     stack = DenseLPLStack([config.features, config.units], config.seed)
-    plasticity = Plasticity(config.lr_pred, config.lr_hebb, config.lr_stab)
+    objective = LPLObjective(config.lr_pred, config.lr_hebb, config.lr_stab, DENSE_RATES.reduction)
+    probe = torch.rand(1024, config.features, generator=torch.Generator().manual_seed(config.seed + 1))
+    layout = RunLayout(Path(config.output_dir), "sanity", "sanity_activations")
+
+    def export(tag: str) -> None:
+        labels = torch.zeros(len(probe), dtype=torch.long)  # random data: one class
+        save_export(layout.activation_file(tag), stack.representations(probe), labels)
+
+    class RandomPairs:
+        """The data and the layer as one checkpointed state."""
+
+        def state_dict(self) -> dict:
+            return {"stack": stack.state_dict(), "generator": generator.get_state()}
+
+        def load_state_dict(self, state: dict) -> None:
+            stack.load_state_dict(state["stack"])
+            generator.set_state(state["generator"])
+
     collapsed = 0
-    for step in tqdm(range(1, config.steps + 1), desc="sanity", leave=False):
-        earlier = torch.rand(config.batch_size, config.features, generator=generator)
-        later = (earlier + config.noise * torch.randn(earlier.shape, generator=generator)).clamp_(0, 1)
-        (z,), norms = stack.plasticity_step(torch.stack((earlier, later)), plasticity)
-        weight = stack.layers[0].weight
-        finite = bool(torch.isfinite(norms).all() and torch.isfinite(z).all() and torch.isfinite(weight).all())
-        if not finite:
-            tqdm.write(f"FAIL step {step}: non-finite activations, update or weights")
-            return 1
-        if step % config.log_every == 0 or step == config.steps:  # the last step is always checked
-            std = z.std(dim=0)
-            collapsed = collapsed_units(std)
-            tqdm.write(f"step {step}: weight_norm={weight.norm():.3f} update_norm={norms[0]:.3g} "
-                       f"act_var={std.square().mean():.4f} collapsed_units={collapsed}/{config.units} "
-                       f"nan=no")
+    schedule = Schedule(config.steps, config.log_every, 0, config.checkpoint_minutes)
+    with TrainingRun(config, layout, schedule, RandomPairs(), export, config.batch_size) as run:
+        for step in run.steps():
+            earlier = torch.rand(config.batch_size, config.features, generator=generator)
+            later = (earlier + config.noise * torch.randn(earlier.shape, generator=generator)).clamp_(0, 1)
+            (z,), norms = stack.plasticity_step(torch.stack((earlier, later)), objective)
+            if not (torch.isfinite(norms).all() and torch.isfinite(z).all()):
+                run.nonfinite(step, step - 1, "activations or update")
+                break
+            if run.log_due(step):  # the last step is always checked
+                std = z.std(dim=0)
+                collapsed = collapsed_units(std)
+                run.log(step, {"weight_norm": stack.layers[0].weight.norm().item(), "update_norm": norms[0].item(),
+                               "act_var": std.square().mean().item(), "collapsed_units": collapsed})
+    if run.result.status == "interrupted":
+        print(run.result.message)
+        return run.result.exit_code
+    if run.result.status != "completed":
+        print(f"FAIL: {run.result.message}")
+        return 1
     if collapsed > config.max_collapsed * config.units:
         print(f"FAIL: {collapsed}/{config.units} units collapsed (std < {COLLAPSE_STD})")
         return 1

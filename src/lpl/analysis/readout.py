@@ -1,0 +1,100 @@
+"""Per-layer linear readout of a deep run's exports (the paper's evaluation), beside the other probes.
+
+A deep run exports, before and after training, every block's pooled features of the test images
+and of ``--eval-train`` training images (``lpl.layout``). For each layer a logistic-regression
+readout (official protocol: Adam 1e-3, 20 epochs, batch 512, standardised frozen features) is
+fitted on the training features and scored on the test features; the participation ratio and
+the mean activation of the test features go beside it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lpl.analysis.metrics import participation_ratio
+from lpl.analysis.probes import linear_readout
+from lpl.config import check_device, check_fields, option
+from lpl.data.images import ImageSet
+from lpl.io import atomic_write_json, load_torch
+from lpl.layout import RunLayout, layer_key, saved_run
+from lpl.validation import LPLError
+
+STAGES = {"before": "initialisation", "after": "trained"}
+
+
+def layer_readouts(export: dict[str, Any], epochs: int = 20, device: torch.device | str = "cpu",
+                   seed: int = 0) -> list[dict[str, float]]:
+    """Readout, participation ratio and mean activation of every layer of one deep export."""
+    if "train" not in export:
+        raise LPLError("this export holds no training features for a readout; rerun the deep training "
+                       "(it exports them with --eval-train > 0)")
+    train, rows = export["train"], []
+    train_y, test_y = train["labels"].to(device), export["labels"].to(device)
+    for layer, train_x in enumerate(train["layers"], 1):
+        test_x = export[layer_key(layer)]
+        accuracy = linear_readout(train_x.float().to(device), train_y, test_x.float().to(device), test_y,
+                                  epochs=epochs, seed=seed)
+        rows.append({"layer": layer, "readout": accuracy, "participation_ratio": participation_ratio(test_x),
+                     "mean_activation": float(test_x.mean())})
+    return rows
+
+
+def pixel_readout(train: ImageSet, test: ImageSet, count: int, epochs: int = 20,
+                  device: torch.device | str = "cpu") -> float:
+    """The same readout on raw pixels of ``count`` training images (the paper's pixel row)."""
+    return linear_readout(train.flat_float(count).to(device), train.labels[:count].to(device),
+                          test.flat_float().to(device), test.labels.to(device), epochs=epochs)
+
+
+def write_readouts(layout: RunLayout, epochs: int = 20, device: torch.device | str = "cpu") -> Path:
+    """``logs/<name>_results.json``: per-layer readouts at initialisation and after training."""
+    results: dict[str, Any] = {}
+    saved = saved_run(layout.activation_file("after"))
+    if saved is not None:
+        results["config"] = saved["config"]
+    for tag, stage in STAGES.items():
+        path = layout.activation_file(tag)
+        if path.is_file():
+            results[stage] = layer_readouts(load_torch(path, "export"), epochs, device)
+    return atomic_write_json(results, layout.results_file)
+
+
+@dataclass
+class ReadoutConfig:
+    """Fit the per-layer readouts of the deep runs in an output folder (``logs/<name>_results.json``)."""
+
+    output_dir: str = option("outputs", "the training output folder", positional=True)
+    name: list[str] = option([], "run names (default: every deep run in the folder)")
+    epochs: int = option(20, "epochs of each readout (Adam, batch 512, lr 1e-3)")
+    device: str = option("cpu", "torch device for the readouts")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_device(self.device)
+
+
+def deep_runs(output_dir: Path) -> list[RunLayout]:
+    """The layouts of the runs in ``output_dir`` whose exports carry training features."""
+    runs = []
+    for config_file in sorted((output_dir / "logs").glob("*_config.json")):
+        saved = json.loads(config_file.read_text())
+        files = saved.get("activation_files", [])
+        if "eval_train" in saved.get("config", {}) and files:
+            name = config_file.name.removesuffix("_config.json")
+            runs.append(RunLayout(output_dir, name, files[0].removesuffix("_before.pt")))
+    return runs
+
+
+def readout(config: ReadoutConfig) -> int:
+    runs = [r for r in deep_runs(Path(config.output_dir)) if not config.name or r.name in config.name]
+    if not runs:
+        raise LPLError(f"no deep runs in {config.output_dir}/logs; train one with lpl train-deep first")
+    for layout in runs:
+        path = write_readouts(layout, config.epochs, config.device)
+        print(f"{layout.name}: {path}")
+    return 0

@@ -1,0 +1,278 @@
+"""Everything about not losing a run, in one piece every trainer shares.
+
+``TrainingRun`` guards earlier outputs, saves the config with the git revision, resumes from the
+newest good checkpoint, exports the representations before and after training, turns SIGINT and
+SIGTERM into a checkpoint and a clean stop, stops on non-finite values with the last finite
+weights kept, and writes checksummed checkpoints from a background thread (by wall time and
+optionally every N steps, always at the end). A trainer's loop then reads::
+
+    with TrainingRun(config, layout, schedule, state, export, samples_per_step) as run:
+        for step in run.steps():
+            ...one update...
+            if run.log_due(step):
+                run.log(step, diagnostics)
+    return run.result
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tqdm.auto import tqdm
+
+from lpl.io import atomic_write_json, atomic_write_jsonl, run_metadata
+from lpl.layout import TAGS, RunLayout
+from lpl.train.checkpoint import CheckpointFolder, CheckpointWriter
+from lpl.validation import LPLError
+
+EXIT_NONFINITE = 3
+EXIT_INTERRUPTED = 130
+# Config fields that may differ between a run and its resumption without changing its results.
+RESUMABLE_CHANGES = {"steps", "resume", "overwrite", "log_every", "checkpoint_every", "checkpoint_minutes",
+                     "keep_checkpoints", "progress", "evaluate"}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The counts a run follows, derived from its config before the trainer is built."""
+
+    steps: int
+    log_every: int
+    checkpoint_every: int = 0          # steps between checkpoints; 0 = by wall time only
+    checkpoint_minutes: float = 5.0    # 0 = only at the end, on a signal and on a NaN stop
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.log_every < 1:
+            raise LPLError(f"a run needs at least one step and a positive logging interval, got {self}")
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class StateGroup:
+    """Several stateful parts (modules, optimizers, streams) checkpointed as one dict."""
+
+    def __init__(self, **parts: Stateful):
+        self.parts = parts
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: part.state_dict() for name, part in self.parts.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, part in self.parts.items():
+            part.load_state_dict(state[name])
+
+
+@dataclass
+class RunResult:
+    status: str = "completed"  # "completed", "nonfinite" or "interrupted"
+    step: int = 0
+    message: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        return {"completed": 0, "nonfinite": EXIT_NONFINITE, "interrupted": EXIT_INTERRUPTED}[self.status]
+
+
+class StopRequest:
+    """Turns SIGINT/SIGTERM into a flag checked after each step (main thread only)."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.signal is not None:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def check_output_dir(layout: RunLayout, resume: bool, overwrite: bool) -> None:
+    """A usable, writable output folder that holds no earlier results unless asked to replace them."""
+    root = layout.root
+    blocking = next((p for p in (root, *root.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise LPLError(f"--output-dir {root}: {blocking} is a file, not a folder; choose another --output-dir")
+    existing = layout.earlier_results()
+    if existing and not (overwrite or resume):
+        names = ", ".join(str(p) for p in existing[:3])
+        raise LPLError(f"{root} already holds results of an earlier '{layout.name}' run ({names}); pass "
+                       f"--overwrite to replace them, --resume to continue, or another --output-dir")
+    try:
+        layout.logs.mkdir(parents=True, exist_ok=True)
+        probe = layout.logs / f".{layout.name}.write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise LPLError(f"--output-dir {root} is not writable ({exc.strerror}); choose another --output-dir") from None
+
+
+def format_record(record: dict[str, Any], total_steps: int) -> str:
+    """One short line, plus one per layer for multi-layer records (``layer<k>_<name>`` keys)."""
+    def value(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    layers: dict[str, list[str]] = {}
+    head = [f"step {record['step']}/{total_steps}"]
+    for key, v in record.items():
+        if key == "step":
+            continue
+        layer, _, name = key.partition("_")
+        if layer.startswith("layer") and layer[5:].isdigit() and name:
+            layers.setdefault(layer[5:], []).append(f"{name} {value(v)}")
+        else:
+            head.append(f"{key} {value(v)}")
+    return "\n".join(["  ".join(head), *(f"  layer {k}: " + "  ".join(v) for k, v in layers.items())])
+
+
+class TrainingRun:
+    """Fault handling around a trainer's loop (see the module docstring)."""
+
+    def __init__(self, config: Any, layout: RunLayout, schedule: Schedule, state: Stateful,
+                 export: Callable[[str], object], samples_per_step: int, *, writer: bool = True):
+        self.config, self.layout, self.schedule = config, layout, schedule
+        self.state, self.export, self.samples_per_step = state, export, samples_per_step
+        self.write_outputs = writer  # False on the non-zero ranks of torchrun
+        self.records: list[dict[str, Any]] = []
+        self.result = RunResult()
+        self.start = 0
+        self.checkpoints = CheckpointFolder(layout.weights, layout.name, config.keep_checkpoints)
+        self.writer = CheckpointWriter(self.checkpoints)
+        self.stop = StopRequest()
+
+    # ------------------------------------------------------------------ start and end
+    def __enter__(self) -> TrainingRun:
+        config = self.config
+        check_output_dir(self.layout, config.resume, config.overwrite)
+        resumed_from = None
+        if config.resume:
+            found = self.checkpoints.latest()
+            if found is None:
+                raise LPLError(f"--resume: no usable checkpoint of '{self.layout.name}' in {self.layout.weights}; "
+                               f"run without --resume (add --overwrite to replace earlier results)")
+            saved, resumed_from = found
+            self._check_resumable(saved["config"])
+            self.state.load_state_dict(saved["state"])
+            self.records, self.start = saved["records"], saved["step"]
+        else:
+            self.checkpoints.clear()
+        if self.write_outputs:
+            atomic_write_json({"config": dataclasses.asdict(config), "schedule": dataclasses.asdict(self.schedule),
+                               "run": run_metadata(),
+                               "activation_files": [self.layout.activation_file(t).name for t in TAGS],
+                               "resumed_from": str(resumed_from) if resumed_from else None},
+                              self.layout.config_file)
+        if resumed_from:
+            tqdm.write(f"resuming '{self.layout.name}' from {resumed_from} at step {self.start}")
+        else:
+            self.export("before")
+        self.result.step = self.start
+        self.stop.__enter__()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.stop.__exit__()
+        try:
+            if exc_type is None and self.result.status != "interrupted":
+                self.writer.save(self._checkpoint_state(self.result.step), self.result.step)
+        finally:
+            self.writer.close()
+        if exc_type is not None:
+            return
+        self._write_log()
+        if self.result.status != "interrupted":
+            self.export("after")
+        if self.result.status == "completed":
+            self.result.message = (f"'{self.layout.name}' finished {self.result.step} steps; "
+                                   f"results in {self.layout.root}")
+
+    def _check_resumable(self, saved: dict[str, Any]) -> None:
+        current = dataclasses.asdict(self.config)
+        changed = sorted(k for k in set(saved) | set(current)
+                         if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+        if changed:
+            detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
+            raise LPLError(f"cannot resume: the checkpoint was made with other settings ({detail}); "
+                           f"rerun with the original flags or start afresh with --overwrite")
+
+    # ------------------------------------------------------------------ the loop
+    def steps(self) -> Iterator[int]:
+        """Step numbers from the first one not yet done; checkpoints and stops between them."""
+        schedule = self.schedule
+        bar = tqdm(total=schedule.steps, initial=self.start, disable=not self.config.progress,
+                   desc=self.layout.name, file=sys.stderr, dynamic_ncols=True)
+        self._last_log = (time.perf_counter(), self.start)
+        last_checkpoint = time.monotonic()
+        try:
+            for step in range(self.start + 1, schedule.steps + 1):
+                yield step
+                if self.result.status == "nonfinite":
+                    return
+                self.result.step = step
+                bar.update(1)
+                if self.stop.signal is not None:
+                    saved = self.writer.save(self._checkpoint_state(step), step)
+                    self.records.append({"step": step, "event": "interrupted"})
+                    self.result = RunResult("interrupted", step, f"interrupted by signal {self.stop.signal} at step "
+                                            f"{step}; checkpoint {saved}; continue with the same command plus --resume")
+                    return
+                by_steps = schedule.checkpoint_every and step % schedule.checkpoint_every == 0
+                by_time = (schedule.checkpoint_minutes
+                           and time.monotonic() - last_checkpoint >= 60 * schedule.checkpoint_minutes)
+                if (by_steps or by_time) and step < schedule.steps:
+                    self.writer.submit(self._checkpoint_state(step), step)
+                    last_checkpoint = time.monotonic()
+        finally:
+            bar.close()
+
+    def log_due(self, step: int) -> bool:
+        return step % self.schedule.log_every == 0 or step == self.schedule.steps
+
+    def log(self, step: int, diagnostics: dict[str, Any]) -> None:
+        """Record, print and save the diagnostics of ``step`` with the throughput since the last log."""
+        now = time.perf_counter()
+        last_time, last_step = self._last_log
+        rate = (step - last_step) * self.samples_per_step / max(now - last_time, 1e-9)
+        record = {"step": step, **diagnostics, "samples_per_s": round(rate, 1)}
+        self.records.append(record)
+        self._write_log()
+        tqdm.write(format_record(record, self.schedule.steps))
+        self._last_log = (time.perf_counter(), step)
+
+    def nonfinite(self, step: int, last_good_step: int, what: str) -> None:
+        """Stop: values at ``step`` were not finite; the state is that of ``last_good_step``."""
+        self.records.append({"step": step, "event": "nonfinite", "terms": what})
+        self.result = RunResult("nonfinite", last_good_step)
+        saved = self.checkpoints.path(last_good_step)
+        self.result.message = (f"non-finite values ({what}) at step {step}: stopped early; the weights of "
+                               f"step {last_good_step} were kept and saved in {saved}")
+        warnings.warn(self.result.message, RuntimeWarning, stacklevel=2)
+
+    def _checkpoint_state(self, step: int) -> dict[str, Any]:
+        return {"step": step, "config": dataclasses.asdict(self.config), "state": self.state.state_dict(),
+                "records": list(self.records)}
+
+    def _write_log(self) -> None:
+        if self.write_outputs:
+            atomic_write_jsonl(self.records, self.layout.log_file)

@@ -1,0 +1,116 @@
+"""Per-layer objectives of the deep network: closed forms, EMA target, locality, shapes."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lpl.deep import ConvNet
+from lpl.heads import BYOLHead, SimCLRHead, build_model, byol_loss, byol_momentum, ema_update, info_nce_loss
+
+
+def _orthonormal(n: int, d: int) -> torch.Tensor:
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(0)))
+    return q[:n]
+
+
+def test_byol_loss_is_zero_for_identical_and_four_for_orthogonal_views():
+    z = _orthonormal(8, 16)
+    assert byol_loss(torch.cat((z, z)), torch.cat((z, z))).item() == pytest.approx(0.0, abs=1e-6)
+    other = _orthonormal(16, 16)[8:]  # orthogonal to every row of z
+    assert byol_loss(torch.cat((z, other)), torch.cat((z, other))).item() == pytest.approx(4.0, abs=1e-5)
+    assert byol_loss(torch.cat((z, z)) * 3.0, torch.cat((z, z))).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_info_nce_of_identical_views_of_orthogonal_samples_has_its_closed_form():
+    n, temperature = 6, 0.5
+    z = _orthonormal(n, 16)
+    expected = math.log(1 + (2 * n - 2) * math.exp(-1 / temperature))
+    assert info_nce_loss(torch.cat((z, z)), temperature).item() == pytest.approx(expected, rel=1e-5)
+    shuffled = torch.cat((z, z.roll(1, dims=0)))  # each positive is now another sample: much worse
+    assert info_nce_loss(shuffled, temperature).item() > expected + 1.0
+
+
+@pytest.mark.parametrize("head", [BYOLHead(8, 32, 16), SimCLRHead(8, 32, 16)])
+def test_heads_keep_shapes_and_fall_when_optimised(head):
+    torch.manual_seed(0)
+    maps = torch.randn(2 * 10, 8, 4, 4)
+    maps[10:] = maps[:10] + 0.3 * torch.randn(10, 8, 4, 4)
+    params = [p for p in head.parameters()]
+    optimizer = torch.optim.Adam(params, lr=1e-2)
+
+    def loss() -> torch.Tensor:
+        target = head.target_embedding(maps).detach() if head.uses_target else None
+        value, terms = head(maps, target)
+        assert value.shape == () and all(v.shape == () and not v.requires_grad for v in terms.values())
+        return value
+
+    start = loss().item()
+    for _ in range(30):
+        optimizer.zero_grad()
+        loss().backward()
+        optimizer.step()
+    assert loss().item() < start - 1e-2
+
+
+def test_byol_momentum_goes_from_base_to_one_on_a_cosine():
+    assert byol_momentum(0, 100) == pytest.approx(0.99)
+    assert byol_momentum(50, 100) == pytest.approx(0.995)
+    assert byol_momentum(100, 100) == pytest.approx(1.0)
+    values = [byol_momentum(s, 100) for s in range(101)]
+    assert values == sorted(values)
+
+
+def test_ema_update_moves_the_target_by_one_minus_momentum():
+    online, target = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    before = target.weight.detach().clone()
+    ema_update(target, online, 0.9)
+    assert torch.allclose(target.weight, 0.9 * before + 0.1 * online.weight)
+
+
+def _model(objective, local=True):
+    torch.manual_seed(0)
+    return build_model(objective, ConvNet(1, (4, 6, 8), (1, 2)), local), torch.rand(2 * 12, 1, 16, 16)
+
+
+def test_byol_target_gets_no_gradient_and_follows_the_online_network():
+    model, views = _model("byol")
+    loss, _ = model(views)
+    loss.backward()
+    assert model.target is not None
+    assert all(not p.requires_grad and p.grad is None for p in model.target.parameters())
+    online_before = model.net.blocks[0][0].weight.detach().clone()
+    target_weight = model.target["net"].blocks[0][0].weight
+    assert torch.equal(target_weight, online_before)  # starts as a copy
+    with torch.no_grad():
+        model.net.blocks[0][0].weight.add_(1.0)
+    model.update_target(0.99)
+    assert torch.allclose(target_weight, online_before + 0.01)
+
+
+@pytest.mark.parametrize("objective", ["byol", "simclr"])
+def test_layer_local_heads_send_no_gradient_to_a_lower_block(objective):
+    model, views = _model(objective)
+    maps = model.net(views)
+    target = None
+    if objective == "byol":
+        target = model.target["heads"]["2"].target_embedding(model.target["net"](views)[1]).detach()
+    loss, _ = model.heads["2"](maps[1], target)  # block 2's own loss alone
+    loss.backward()
+    assert all(p.grad is None for p in model.net.blocks[0].parameters())
+    assert all(p.grad is not None for p in model.net.blocks[1].parameters())
+
+
+@pytest.mark.parametrize("objective", ["byol", "simclr"])
+def test_end_to_end_heads_train_every_block(objective):
+    model, views = _model(objective, local=False)
+    loss, terms = model(views)
+    assert list(terms) == [3]
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.net.blocks[0].parameters())
+
+
+def test_simclr_embeddings_are_compared_after_normalisation():
+    z = torch.randn(8, 5)
+    assert info_nce_loss(z, 0.2).item() == pytest.approx(info_nce_loss(F.normalize(z) * 7, 0.2).item(), rel=1e-5)
