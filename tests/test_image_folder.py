@@ -78,6 +78,18 @@ def test_grayscale_only_when_every_image_is(tmp_path):
     assert (train.images[2] == 40).all()  # grey replicated to three channels
 
 
+def test_other_formats_and_modes(tmp_path):
+    root = make_folder(tmp_path / "data", gray=True)
+    Image.new("1", (8, 8), 1).save(root / "train" / "ant" / "bilevel.png")  # still grayscale
+    assert load_dataset(str(root), True).images.shape == (6, 1, 8, 8)
+    Image.new("RGBA", (8, 8), (10, 20, 30, 40)).save(root / "train" / "cat" / "alpha.webp", lossless=True)
+    Image.new("P", (8, 8), 3).save(root / "test" / "cat" / "palette.png")
+    train, test = load_splits(str(root))
+    assert train.images.shape == (7, 3, 8, 8)
+    assert train.images[6, :, 0, 0].tolist() == [10, 20, 30]  # alpha dropped
+    assert (train.images[2] == 255).all()  # the bilevel image, replicated to RGB
+
+
 def test_hidden_files_are_skipped(tmp_path):
     root = make_folder(tmp_path / "data")
     (root / "train" / "cat" / ".DS_Store").write_bytes(b"\0junk")

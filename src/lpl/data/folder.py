@@ -8,6 +8,7 @@ Layout, per split (both splits need the same class folders; labels follow their 
   temporal pairs. Sequences may have different lengths.
 
 A class folder holds either images or sequence folders, not both; different classes may differ.
+Entries of the root other than ``train/`` and ``test/`` (a README, a licence) are ignored.
 Hidden entries (names starting with ``.``, such as ``.DS_Store``) are skipped; any other file
 must be an image (``IMAGE_EXTENSIONS``), else loading stops with an error naming it. Images are
 decoded with Pillow to uint8: one channel when every image of both splits is grayscale (mode
@@ -73,17 +74,17 @@ def _is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _add_images(files: list[os.DirEntry], prefix: str, label: int, sequence: int, out: SplitListing) -> None:
-    """Append image files (``prefix`` is their folder relative to the root, ending in '/')."""
-    for entry in files:
-        if not _is_image_name(entry.name):
-            raise LPLError(f"{entry.path} is not an image (accepted: {', '.join(IMAGE_EXTENSIONS)}); "
-                           f"remove it from the data set folder or rename it if it is one")
-        stat = entry.stat()
-        out.paths.append(prefix + entry.name)
-        out.stats.append((stat.st_size, stat.st_mtime_ns))
-        out.labels.append(label)
-        out.sequence.append(sequence)
+def _add_images(files: list[os.DirEntry], prefix: str, label: int, ids: list[int], out: SplitListing) -> None:
+    """Append image files with their sequence ``ids`` (``prefix``: their folder relative to the root)."""
+    bad = next((e for e in files if not e.name.lower().endswith(IMAGE_EXTENSIONS)), None)
+    if bad is not None:
+        raise LPLError(f"{bad.path} is not an image (accepted: {', '.join(IMAGE_EXTENSIONS)}); "
+                       f"remove it from the data set folder or rename it if it is one")
+    stats = [e.stat() for e in files]
+    out.paths += [prefix + e.name for e in files]
+    out.stats += [(s.st_size, s.st_mtime_ns) for s in stats]
+    out.labels += [label] * len(files)
+    out.sequence += ids
 
 
 def _list_split(root: Path, split: str, classes: list[str]) -> SplitListing:
@@ -99,9 +100,8 @@ def _list_split(root: Path, split: str, classes: list[str]) -> SplitListing:
         if files and folders:
             raise LPLError(f"class folder {folder} holds both files and sub-folders; a class holds either images "
                            f"or sequence folders of frames: move {files[0].name} into a sequence folder or out")
-        for entry in files:  # still images: one sequence each
-            _add_images([entry], f"{split}/{name}/", label, next_id, out)
-            next_id += 1
+        _add_images(files, f"{split}/{name}/", label, list(range(next_id, next_id + len(files))), out)
+        next_id += len(files)  # still images: one sequence each
         for sequence in folders:
             frames = _entries(Path(sequence.path))
             if not frames:
@@ -110,7 +110,7 @@ def _list_split(root: Path, split: str, classes: list[str]) -> SplitListing:
             if nested is not None:
                 raise LPLError(f"{nested.path} is a folder inside sequence folder {sequence.path}; a sequence "
                                f"folder holds only its frames (<split>/<class>/<sequence>/<frame>)")
-            _add_images(frames, f"{split}/{name}/{sequence.name}/", label, next_id, out)
+            _add_images(frames, f"{split}/{name}/{sequence.name}/", label, [next_id] * len(frames), out)
             next_id += 1
             out.sequence_folders += 1
     return out
@@ -144,7 +144,9 @@ def decode_image(path: Path, image_size: int | None = None) -> np.ndarray:
     """One image as uint8 (H, W) when grayscale or (H, W, 3), resized to a square if asked."""
     try:
         with Image.open(path) as image:
-            image = image.convert("L" if image.mode in ("L", "1") else "RGB")
+            image.load()
+            if image.mode not in ("L", "RGB"):
+                image = image.convert("L" if image.mode == "1" else "RGB")
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
         raise LPLError(f"{path} could not be read as an image ({type(exc).__name__}: {exc}); "
                        f"replace or remove it") from None
@@ -167,7 +169,11 @@ def decode_splits(root: Path, listings: dict[str, SplitListing],
     paths = [(split, root / rel) for split in SPLITS for rel in listings[split].paths]
     chunks = [[p for _, p in paths[i:i + _CHUNK]] for i in range(0, len(paths), _CHUNK)]
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        arrays = [a for chunk in pool.map(_decode_many, chunks, [image_size] * len(chunks)) for a in chunk]
+        try:
+            arrays = [a for chunk in pool.map(_decode_many, chunks, [image_size] * len(chunks)) for a in chunk]
+        except BaseException:  # a bad file: stop at once rather than decode the rest
+            pool.shutdown(cancel_futures=True)
+            raise
     first = arrays[0]
     odd = next((i for i, a in enumerate(arrays) if a.shape[:2] != first.shape[:2]), None)
     if odd is not None:
