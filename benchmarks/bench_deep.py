@@ -1,128 +1,121 @@
-"""Deep layer-local LPL (VGG-11, batch 1024): our pipeline vs an official-style baseline, same GPU run.
+"""Deep layer-local LPL on one GPU (VGG-11, batch 1024, full SimCLR augmentation), in one run:
 
-- ours: ``DeepLPLTask.step`` — uint8 data on the GPU, batched augmentation there, both views in
-  one forward pass, bf16 autocast, channels_last, torch.compile;
-- baseline (as the official code does it): PIL transforms (RandomResizedCrop, flip, colour jitter
-  0.8/0.8/0.8/0.2 p=0.8, grayscale p=0.2, blur p=0.5) in DataLoader workers, fp32, one forward per
-  view, the same per-layer losses and Adam. Needs torchvision; skipped without it.
+- bare step: ``DeepTrainer.step`` alone (uint8 data on the GPU, batched augmentation, both views
+  in one forward, bf16, channels_last, CUDA graphs), in image pairs/s and as model FLOPs
+  utilisation against the GPU's dense bf16 peak;
+- default run: ``lpl train-deep`` with its default logging and checkpointing (by wall time) on
+  CIFAR-sized data, from its own log, and the same with a checkpoint every epoch (worst case for
+  the background writer); each as a ratio to the bare step;
+- anchor (``--anchor PATH``): the prototype ``peer_deep.py`` run in the same process tree, and
+  our bare step as a ratio to its ``fast_bf16_compiled``.
 
-Images are random uint8 (CIFAR-10 sized: 50,000 x 3 x 32 x 32); speed does not depend on content.
-Prints image pairs/s, the ratio, peak memory, the time of one 50,000-pair epoch and the projected
-wall time of the 800-epoch schedule.
+Images are random uint8 (50,000 x 3 x 32 x 32); speed does not depend on content.
 
-    python benchmarks/bench_deep.py [--steps 30] [--workers 16] [--no-baseline]
+    python benchmarks/bench_deep.py [--steps 40] [--epochs 12] [--anchor ../shared/anchors/peer_deep.py]
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import json
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from lpl.train.deep import DeepLPLConfig, DeepLPLTask
+from lpl.data.images import ImageSet
+from lpl.deep import VGG11_CHANNELS, VGG11_POOL_AFTER
+from lpl.train.deep import DeepConfig, DeepTrainer, schedule_for, train_deep
 
 PAIRS_PER_EPOCH = 50_000
+DENSE_BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense tensor-core FLOP/s (spec)
 
 
-def timed_steps(step, steps: int, warmup: int) -> float:
-    """Seconds per step after ``warmup`` steps (CUDA-synchronised)."""
-    for _ in range(warmup):
-        step()
+def flops_per_pair(size: int = 32, channels=VGG11_CHANNELS, pool_after=VGG11_POOL_AFTER) -> float:
+    """Forward and backward (about 3x the forward) of both views through the conv blocks."""
+    forward, c_in, side = 0.0, 3, size
+    for block, c_out in enumerate(channels, 1):
+        forward += 2 * c_in * c_out * 9 * side * side
+        c_in, side = c_out, side // 2 if block in pool_after else side
+    return 2 * 3 * forward
+
+
+def peak_flops() -> float | None:
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in DENSE_BF16_PEAK.items() if k in name), None)
+
+
+def bare_step(images: torch.Tensor, batch: int, steps: int) -> tuple[float, float]:
+    """Pairs/s of the training step alone and the peak memory in GiB."""
+    config = DeepConfig(batch_size=batch, device="cuda", output_dir=tempfile.mkdtemp(), progress=False)
+    data = ImageSet(images, torch.zeros(len(images), dtype=torch.long))
+    schedule, per_epoch = schedule_for(config, len(data))
+    trainer = DeepTrainer(config, data, schedule, per_epoch, 0, 1, torch.device("cuda"))
+    for _ in range(8):
+        trainer.step()
     torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     for _ in range(steps):
-        step()
+        trainer.step()
     torch.cuda.synchronize()
-    return (time.perf_counter() - start) / steps
+    return batch * steps / (time.perf_counter() - start), torch.cuda.max_memory_allocated() / 2**30
 
 
-def ours(data_file: Path, batch: int, steps: int, compile: bool) -> tuple[float, float]:
-    config = DeepLPLConfig(dataset=str(data_file), batch_size=batch, device="cuda", compile=compile,
-                           output_dir=tempfile.mkdtemp(), progress=False)
-    task = DeepLPLTask(config)
-    torch.cuda.reset_peak_memory_stats()
-    seconds = timed_steps(task.step, steps, warmup=5)
-    return batch / seconds, torch.cuda.max_memory_allocated() / 2**30
+def default_run(data_file: Path, epochs: int, checkpoint_every: int = 0) -> tuple[float, float]:
+    """(median pairs/s over the run's epochs after the second, wall seconds) of ``lpl train-deep``."""
+    with tempfile.TemporaryDirectory() as out:
+        config = DeepConfig(dataset=str(data_file), device="cuda", epochs=epochs, output_dir=out,
+                            checkpoint_every=checkpoint_every, progress=False, evaluate=False,
+                            eval_train=1000, num_export=1000)
+        start = time.perf_counter()
+        train_deep(config)
+        wall = time.perf_counter() - start
+        records = [json.loads(line) for line in (Path(out) / "logs" / "deep_lpl_log.jsonl").read_text().splitlines()]
+    rates = [r["samples_per_s"] for r in records if "samples_per_s" in r][2:]
+    return statistics.median(rates), wall
 
 
-def baseline(images: torch.Tensor, batch: int, steps: int, workers: int) -> float | None:
-    try:
-        from torchvision import transforms
-    except ImportError:
-        print("baseline skipped: torchvision is not installed")
-        return None
-    from PIL import Image
-
-    augment = transforms.Compose([
-        transforms.RandomResizedCrop(32), transforms.RandomHorizontalFlip(),
-        transforms.RandomApply([transforms.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8),
-        transforms.RandomGrayscale(p=0.2),
-        transforms.RandomApply([transforms.GaussianBlur(3, (0.1, 2.0))], p=0.5), transforms.ToTensor()])
-    arrays = images.permute(0, 2, 3, 1).numpy()
-
-    class Pairs(torch.utils.data.Dataset):
-        def __len__(self) -> int:
-            return len(arrays)
-
-        def __getitem__(self, i):
-            image = Image.fromarray(arrays[i])
-            return augment(image), augment(image)
-
-    loader = torch.utils.data.DataLoader(Pairs(), batch_size=batch, shuffle=True, num_workers=workers,
-                                         pin_memory=True, drop_last=True, persistent_workers=True)
-    config = DeepLPLConfig(device="cuda", compile=False)
-    from lpl.deep import DeepLPLNet
-
-    net = DeepLPLNet(3).cuda()
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1.5e-6)
-    loss_fn = config.loss()
-    batches = iter(loader)
-
-    def step():
-        nonlocal batches
-        try:
-            a, b = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            a, b = next(batches)
-        a, b = a.cuda(non_blocking=True), b.cuda(non_blocking=True)
-        maps_a, maps_b = net(a), net(b)  # the official code runs the network once per view
-        total, _ = loss_fn([torch.cat(pair) for pair in zip(maps_a, maps_b)])
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-
-    return batch / timed_steps(step, steps, warmup=3)
+def anchor(path: str) -> dict[str, float]:
+    """Run the prototype and parse its last dict line."""
+    out = subprocess.run([sys.executable, path], capture_output=True, text=True, timeout=900).stdout
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    return ast.literal_eval(lines[-1]) if lines else {}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--workers", type=int, default=16)
-    parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=12, help="length of the default-run measurement")
+    parser.add_argument("--anchor", default=None, help="path of peer_deep.py to run beside ours")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench_deep.py measures GPU speed; no CUDA device here")
+    print(f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
     images = torch.randint(0, 256, (62_500, 3, 32, 32), dtype=torch.uint8)  # 80% = 50,000 train
+    bare, memory = bare_step(images[:50_000], args.batch_size, args.steps)
+    peak = peak_flops()
+    mfu = f"{bare * flops_per_pair() / peak:.1%} of dense bf16 peak" if peak else "peak unknown"
+    print(f"bare step:        {bare:9.0f} pairs/s  {flops_per_pair() / 1e9:.2f} GFLOP/pair  MFU {mfu}  "
+          f"peak memory {memory:.1f} GiB  800 epochs {800 * PAIRS_PER_EPOCH / bare / 60:.1f} min", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         data_file = Path(tmp) / "images.pt"
         torch.save({"images": images, "labels": torch.zeros(len(images), dtype=torch.long)}, data_file)
-        fast, memory = ours(data_file, args.batch_size, args.steps, args.compile)
-    print(f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}")
-    epoch = PAIRS_PER_EPOCH / fast
-    print(f"ours:     {fast:10.0f} pairs/s  peak memory {memory:.1f} GiB  epoch of 50,000 pairs {epoch:.2f} s  "
-          f"800 epochs {800 * epoch / 60:.1f} min")
-    if args.baseline:
-        slow = baseline(images[:50_000], args.batch_size, max(5, args.steps // 3), args.workers)
-        if slow is not None:
-            print(f"baseline: {slow:10.0f} pairs/s  ({args.workers} workers, fp32, PIL)  "
-                  f"800 epochs {800 * PAIRS_PER_EPOCH / slow / 3600:.1f} h")
-            print(f"speed-up: {fast / slow:.1f}x")
+        for label, every in (("default run", 0), ("checkpoint/epoch", PAIRS_PER_EPOCH // args.batch_size)):
+            rate, wall = default_run(data_file, args.epochs, every)
+            print(f"{label + ':':17s} {rate:9.0f} pairs/s  ({rate / bare:.2f} of the bare step; "
+                  f"{args.epochs} epochs in {wall:.0f} s wall incl. compile and exports)", flush=True)
+    if args.anchor:
+        figures = anchor(args.anchor)
+        print(f"anchor:           {figures}")
+        if figures.get("fast_bf16_compiled"):
+            print(f"bare step / anchor fast_bf16_compiled: {bare / figures['fast_bf16_compiled']:.2f}x")
 
 
 if __name__ == "__main__":

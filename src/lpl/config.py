@@ -43,6 +43,13 @@ def require(condition: bool, message: str) -> None:
         raise LPLError(message)
 
 
+def require_positive(config: Any, *names: str) -> None:
+    """Each named field (not None) must be > 0; the error names the flag."""
+    for name in names:
+        value = getattr(config, name)
+        require(value is None or value > 0, f"{flag(name)} must be positive, got {value}")
+
+
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 

@@ -168,7 +168,7 @@ class DeepModel(nn.Module):
         if self.target is not None:
             with torch.no_grad():
                 target_maps = self.target["net"](views)
-        total, terms = views.new_zeros((), dtype=torch.float32), {}
+        losses, terms = [], {}
         for key, head in self.heads.items():
             block = int(key) - 1
             target = None
@@ -176,8 +176,10 @@ class DeepModel(nn.Module):
                 with torch.no_grad():
                     target = self.target["heads"][key].target_embedding(target_maps[block])  # type: ignore[index]
             loss, terms[int(key)] = head(maps[block], target)
-            total = total + loss
-        return total, terms
+            losses.append(loss)
+        # A plain sum, not zeros + losses: under torch.compile (2.13) a zero-initialised total beside
+        # detached terms lost its gradient.
+        return sum(losses[1:], losses[0]), terms
 
     def update_target(self, momentum: float) -> None:
         """Move the target network toward the online one (``ema_update``)."""

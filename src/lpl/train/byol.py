@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from lpl.byol import BYOL
-from lpl.config import TrainConfig, option, require
+from lpl.config import TrainConfig, option, require, require_positive
 from lpl.data import load_splits
 from lpl.data.images import to_unit_float
 from lpl.data.pairs import PairStream
@@ -37,9 +37,8 @@ class BYOLConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.steps > 0 and self.log_every > 0, "--steps and --log-every must be positive")
+        require_positive(self, "steps", "log_every", "lr")
         require(self.batch_size >= 2, "--batch-size must be at least 2 (BatchNorm needs two samples)")
-        require(self.lr > 0, "--lr must be positive")
         require(0.0 <= self.tau < 1.0, f"--tau must be in [0, 1), got {self.tau}")
 
     def layout(self) -> RunLayout:

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 
 from lpl.analysis.readout import write_readouts
-from lpl.config import TrainConfig, option, require
+from lpl.config import TrainConfig, option, require, require_positive
 from lpl.data import load_splits
 from lpl.data.images import ImageSet, to_unit_float
 from lpl.data.pairs import PairStream
@@ -72,12 +72,9 @@ class DeepConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.epochs > 0 and self.lr > 0, "--epochs and --lr must be positive")
+        require_positive(self, "epochs", "lr", "steps", "log_every", "temperature")
         require(self.batch_size >= 2, "--batch-size must be at least 2 (the objectives need batch statistics)")
-        require(self.steps is None or self.steps > 0, "--steps must be positive")
-        require(self.log_every is None or self.log_every > 0, "--log-every must be positive")
         require(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}")
-        require(self.temperature > 0, "--temperature must be positive")
         require(not (self.no_pooling and self.end_to_end), "--no-pooling with --end-to-end is not supported")
         require(bool(self.channels) and min(self.channels) > 0, "--channels needs positive sizes")
         require(all(1 <= p <= len(self.channels) for p in self.pool_after),

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from lpl.analysis.metrics import collapsed_units
-from lpl.config import TrainConfig, option, require
+from lpl.config import TrainConfig, option, require, require_positive
 from lpl.data import load_splits
 from lpl.data.augment import WeakAugmentSpec
 from lpl.data.pairs import PairMode, PairStream
@@ -48,7 +48,7 @@ class DenseConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.steps > 0 and self.log_every > 0, "--steps and --log-every must be positive")
+        require_positive(self, "steps", "log_every")
         require(self.batch_size >= 2, "--batch-size must be at least 2 (LPL needs batch statistics)")
         require(len(self.dims) >= 2 and min(self.dims) > 0,
                 f"--dims needs positive sizes, input first; got {self.dims}")

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from lpl.analysis.metrics import COLLAPSE_STD, collapsed_units
-from lpl.config import RunOptions, option, require
+from lpl.config import RunOptions, option, require, require_positive
 from lpl.layers import DENSE_RATES, DenseLPLStack
 from lpl.layout import RunLayout, save_export
 from lpl.objective import LPLObjective
@@ -38,9 +38,8 @@ class SanityConfig(RunOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.steps > 0 and self.batch_size >= 2 and self.log_every > 0,
-                "--steps and --log-every must be positive, --batch-size at least 2")
-        require(self.features > 0 and self.units > 0, "--features and --units must be positive")
+        require_positive(self, "steps", "log_every", "features", "units")
+        require(self.batch_size >= 2, "--batch-size must be at least 2 (LPL needs batch statistics)")
 
 
 def sanity_check(config: SanityConfig) -> int:
