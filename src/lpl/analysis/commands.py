@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lpl.analysis.report import analyze_files, collapse_warnings, csv_table, markdown_table, write_report
+from lpl.analysis.document import Heading, to_markdown
+from lpl.analysis.report import csv_table, load_runs, markdown_table, results_blocks, rows_csv, write_report
 from lpl.config import option
 from lpl.io import atomic_write_text
 
@@ -36,29 +37,31 @@ class ReportConfig:
     baselines: bool = option(True, "include the pixel, random-projection and PCA baselines")
 
 
-def _print_table(rows) -> None:
-    print(markdown_table(rows))
-    for warning in collapse_warnings(rows):
-        print(f"WARNING {warning}")
-
-
 def analyze(config: AnalyzeConfig) -> int:
-    rows = analyze_files(config.files, config.baselines)
-    _print_table(rows)
+    """The raw table (every metric under its own name), then the findings in sentences."""
+    runs = load_runs(config.files, config.baselines)
+    evaluations = [e for run in runs for e in run.evaluations]
+    blocks, _ = results_blocks(runs)
+    print(markdown_table(evaluations))
+    print(to_markdown(blocks))
     if config.csv:
-        atomic_write_text(csv_table(rows), Path(config.csv))
+        atomic_write_text(csv_table(evaluations), Path(config.csv))
     return 0
 
 
 def compare(config: CompareConfig) -> int:
-    rows = analyze_files(config.files, config.baselines)
-    _print_table(rows)
-    atomic_write_text(markdown_table(rows), Path(f"{config.output}.md"))
-    atomic_write_text(csv_table(rows), Path(f"{config.output}.csv"))
+    """Runs named ``<output folder>/<run name>``, so two runs of one trainer stay apart."""
+    runs = load_runs(config.files, config.baselines, qualify=True)
+    blocks, rows = results_blocks(runs)
+    text = to_markdown([Heading("Comparison: " + ", ".join(r.label for r in runs), 1), *blocks])
+    print(text)
+    atomic_write_text(text, Path(f"{config.output}.md"))
+    atomic_write_text(rows_csv(rows), Path(f"{config.output}.csv"))
     print(f"wrote {config.output}.md and {config.output}.csv")
     return 0
 
 
 def report(config: ReportConfig) -> int:
-    print(f"report: {write_report(config.output_dir, config.baselines)}")
+    path = write_report(config.output_dir, config.baselines)
+    print(f"report: {path} and {path.with_suffix('.html')}")
     return 0

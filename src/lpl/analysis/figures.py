@@ -1,0 +1,199 @@
+"""The report's figures (PNG): training curves grouped by term, per-layer profiles, activation
+histograms, PCA embeddings and receptive fields; plus what each logged term means and should do."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lpl.io import atomic_write_bytes
+
+
+@dataclass(frozen=True)
+class Term:
+    """A logged quantity: its group, its name in prose, its y-axis label and what it should do."""
+
+    group: str  # "objective", "statistics", "throughput" or "skip"
+    title: str
+    ylabel: str
+    note: str
+
+
+TERMS = {
+    "pred": Term("objective", "predictive term", "mean squared change",
+                 "how much responses change between the two views of a pair. It can rise while the Hebbian "
+                 "term spreads the responses (more variance, so larger changes too); that is not a failure, "
+                 "read it together with the activation std."),
+    "hebb": Term("objective", "Hebbian term", "-sum log variance",
+                 "minus the log variance of each unit, summed; it falls as units spread their responses."),
+    "decorr": Term("objective", "decorrelation term", "sum of squared covariances",
+                   "squared covariances between pairs of units; it should fall or stay low (else units are "
+                   "redundant)."),
+    "loss": Term("objective", "loss", "loss",
+                 "the trained objective (BYOL: -2 x cosine of prediction and target, minimum -2; deep LPL: the "
+                 "weighted sum of every layer's terms); it should fall."),
+    "weight_norm": Term("statistics", "weight norm", "L2 norm of W",
+                        "size of the weights; it should level off rather than grow without bound."),
+    "update_norm": Term("statistics", "update norm", "L2 norm of one update",
+                        "size of each step's weight change; it shrinks as learning settles."),
+    "act_mean": Term("statistics", "mean activation", "mean over batch and units",
+                     "average response; a large drift means units saturate."),
+    "act_std": Term("statistics", "activation std", "mean per-unit std",
+                    "spread of each unit's responses over a batch; it should stay well above 0.1, the "
+                    "collapse threshold."),
+    "collapsed_units": Term("statistics", "collapsed units", "units with std < 0.1",
+                            "units that respond the same to every image of a batch; it should stay at or near 0."),
+    "embedding_std": Term("statistics", "embedding std", "std per dimension",
+                          "spread of the L2-normalised embeddings per dimension; about 1/sqrt(width) when healthy, "
+                          "near 0 when collapsed."),
+    "conv1_weight_norm": Term("statistics", "conv1 weight norm", "L2 norm of conv1",
+                              "size of the only trained layer's weights; it should level off."),
+    "lr": Term("statistics", "learning rate", "learning rate",
+               "the schedule (warm-up, then decay); set, not learned."),
+    "samples_per_s": Term("throughput", "throughput", "samples/s", "speed of training, not a learning curve."),
+    "epoch": Term("skip", "epoch", "epoch", ""),
+}
+GROUP_TITLES = {"objective": "Objective terms (the quantities training minimises)",
+                "statistics": "Statistics of weights and activations"}
+_LAYERED = re.compile(r"^layer(\d+)_(.+)$")
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """``('2', 'pred')`` for ``layer2_pred``; ``('', 'loss')`` for ``loss``."""
+    match = _LAYERED.match(key)
+    return (match.group(1), match.group(2)) if match else ("", key)
+
+
+def term(name: str) -> Term:
+    return TERMS.get(name, Term("statistics", name.replace("_", " "), name.replace("_", " "), ""))
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path, tight: bool = True) -> Path:
+    if tight:
+        fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    _plt().close(fig)
+    return atomic_write_bytes(buffer.getvalue(), path)
+
+
+def plot_training_curves(records: Sequence[Mapping[str, Any]], path: Path, title: str) -> tuple[Path, list[str]] | None:
+    """Objective terms and statistics against the step, one panel per term (a line per layer); throughput is
+    left out. Returns the figure and the names of the terms it shows, or None when nothing was logged."""
+    records = [r for r in records if "event" not in r and "step" in r]
+    panels: dict[str, dict[str, dict[str, list[tuple[float, float]]]]] = {"objective": {}, "statistics": {}}
+    for record in records:
+        for key, value in record.items():
+            layer, name = split_key(key)
+            group = term(name).group
+            if key != "step" and group in panels and isinstance(value, int | float) and not isinstance(value, bool):
+                panels[group].setdefault(name, {}).setdefault(layer, []).append((record["step"], float(value)))
+    groups = [(g, terms) for g, terms in panels.items() if terms]
+    if not groups:
+        return None
+    plt = _plt()
+    cols = max(min(4, max(len(t) for _, t in groups)), 2)
+    heights = [-(-len(t) // cols) for _, t in groups]
+    fig = plt.figure(figsize=(cols * 3.3, sum(heights) * 2.6 + 0.6 * len(groups)), layout="constrained")
+    subfigs = fig.subfigures(len(groups), 1, height_ratios=heights, squeeze=False)[:, 0]
+    for subfig, (group, terms), rows in zip(subfigs, groups, heights):
+        subfig.suptitle(GROUP_TITLES[group], fontsize=11, x=0.01, ha="left")
+        axes = list(subfig.subplots(rows, cols, squeeze=False).flat)
+        for ax, (name, lines) in zip(axes, terms.items()):
+            for layer, points in sorted(lines.items(), key=lambda kv: int(kv[0] or 0)):
+                steps, values = zip(*points)
+                ax.plot(steps, values, marker="." if len(points) < 30 else None,
+                        label=f"layer {layer}" if layer else None)
+            ax.set_title(term(name).title, fontsize=9)
+            ax.set_xlabel("training step", fontsize=8)
+            ax.set_ylabel(term(name).ylabel, fontsize=8)
+            ax.tick_params(labelsize=7)
+            if len(lines) > 1:
+                ax.legend(fontsize=7)
+        for ax in axes[len(terms):]:
+            ax.axis("off")
+    fig.suptitle(title, fontsize=12)
+    names = [name for _, terms in groups for name in terms]
+    return _save(fig, path, tight=False), names
+
+
+def plot_layer_profile(profiles: Mapping[str, Mapping[str, Sequence[float]]], path: Path, title: str,
+                       chance: float | None = None) -> Path:
+    """One panel per measure (``{measure: {stage: value per layer}}``), a line per stage against the layer."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(profiles), figsize=(4.4 * len(profiles), 3.3), squeeze=False)
+    for ax, (measure, stages) in zip(axes[0], profiles.items()):
+        for stage, values in stages.items():
+            ax.plot(range(1, len(values) + 1), values, marker="o", label=stage)
+        if chance is not None and "accuracy" in measure:
+            ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
+        ax.set_xlabel("layer")
+        ax.set_ylabel(measure)
+        ax.set_xticks(range(1, max(len(v) for v in stages.values()) + 1))
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
+def plot_receptive_fields(weight: torch.Tensor, shape: tuple[int, ...], path: Path, count: int = 32) -> Path:
+    """The first ``count`` rows of W (out, in) as images of ``shape`` (C, H, W), each scaled to its range."""
+    plt = _plt()
+    cols = 8
+    rows = -(-min(count, len(weight)) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.1 + 0.5), squeeze=False)
+    for ax, w in zip(axes.flat, weight[:count]):
+        image = w.reshape(shape).float()
+        image = (image - image.min()) / (image.max() - image.min() + 1e-12)
+        ax.imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if shape[0] == 1 else None)
+        ax.set_xticks([]), ax.set_yticks([])
+    for ax in list(axes.flat)[len(weight[:count]):]:
+        ax.axis("off")
+    fig.suptitle(f"Receptive fields: first {min(count, len(weight))} rows of W, each scaled to its own range")
+    return _save(fig, path)
+
+
+def plot_histograms(layers: Mapping[str, Mapping[str, torch.Tensor]], path: Path, title: str) -> Path:
+    """Histogram of all activation values, one panel per layer (``{layer: {stage: x}}``), stages overlaid."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(layers), figsize=(4.2 * len(layers), 3.3), squeeze=False)
+    for ax, (layer, stages) in zip(axes[0], layers.items()):
+        for stage, x in stages.items():
+            ax.hist(x.flatten().numpy(), bins=60, alpha=0.6, label=stage, density=True)
+        ax.set_title(layer, fontsize=10)
+        ax.set_xlabel("activation value")
+        ax.set_ylabel("density")
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
+def plot_embedding(x: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], title: str, path: Path) -> Path:
+    """First two principal components of x, coloured by class."""
+    plt = _plt()
+    xc = x.double() - x.double().mean(0)
+    _, _, v = torch.linalg.svd(xc, full_matrices=False)
+    pcs = (xc @ v[:2].T).numpy()
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    scatter = ax.scatter(pcs[:, 0], pcs[:, 1], c=labels.numpy(), cmap="tab10", s=4, alpha=0.7)
+    handles, _ = scatter.legend_elements()
+    names = list(classes) or [str(i) for i in range(int(labels.max()) + 1)]
+    ax.legend(handles, names[: len(handles)], fontsize=7, loc="best", markerscale=0.8)
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)

@@ -1,0 +1,226 @@
+"""Sentences computed from a table of numbers: best per probe, before vs after training, trained vs
+baselines, identical rows and collapse. Pure functions over ``Row`` lists, so hand-made tables test them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+# Probe accuracies the sentences judge, with their names in prose and table headers.
+PROBES = {"linear_probe": "linear probe", "knn20": "kNN-20", "knn200": "kNN-200"}
+# Differences of accuracy smaller than this are never called better or worse.
+MIN_TOLERANCE = 0.005
+# A trained representation is flagged when training pushed more than this fraction of units below std 0.1.
+COLLAPSE_FRACTION = 0.5
+
+
+def tolerance(test_samples: int | None) -> float:
+    """Ties below ``max(0.005, 0.5 / sqrt(n))``: the largest standard error of an accuracy on n test samples."""
+    if not test_samples:
+        return MIN_TOLERANCE
+    return max(MIN_TOLERANCE, 0.5 / math.sqrt(test_samples))
+
+
+@dataclass(frozen=True)
+class Row:
+    """One representation of a results table: a layer of a run, before or after training, or a baseline.
+
+    ``source`` is the run's label (``lpl``, ``outA/lpl``) or, for a baseline, its name; ``kind`` of a
+    baseline is ``pixels``, ``random`` or ``pca``; ``runs`` names the runs a baseline belongs to (empty:
+    all runs on the same ``data``); ``aliases`` are labels of identical rows merged into this one.
+    """
+
+    source: str
+    stage: str  # "before", "after" or "baseline"
+    values: Mapping[str, float]
+    layer: str = ""
+    data: str = ""
+    kind: str = ""
+    runs: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def trained(self) -> bool:
+        return self.stage == "after"
+
+    @property
+    def unit(self) -> str:
+        """``lpl`` or ``hierarchical_lpl layer 2``: the run and layer, without the stage."""
+        return f"{self.source} layer {self.layer.removeprefix('layer')}" if self.layer else self.source
+
+    @property
+    def label(self) -> str:
+        if self.stage == "baseline":
+            return self.source
+        return f"{self.unit}, {'trained' if self.trained else 'untrained'}"
+
+    @property
+    def full_label(self) -> str:
+        """The label with the labels of merged identical rows."""
+        return " = ".join((self.label, *self.aliases))
+
+
+def _judge(a: float, b: float, tol: float) -> str:
+    return "tie" if abs(a - b) <= tol else "better" if a > b else "worse"
+
+
+def _join(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _probes(rows: Sequence[Row], probes: Mapping[str, str]) -> list[str]:
+    return [p for p in probes if any(p in r.values for r in rows)]
+
+
+# ---------------------------------------------------------------- identical rows
+
+def identical(a: Row, b: Row) -> bool:
+    """Same data, the same columns and every value equal (to 1e-9)."""
+    return (a.data == b.data and set(a.values) == set(b.values) and len(a.values) > 0
+            and all(math.isclose(a.values[k], b.values[k], rel_tol=1e-9, abs_tol=1e-12) for k in a.values))
+
+
+def duplicate_groups(rows: Sequence[Row]) -> list[list[Row]]:
+    """Groups (two or more rows, in table order) of rows with identical numbers."""
+    groups: list[list[Row]] = []
+    for row in rows:
+        group = next((g for g in groups if identical(g[0], row)), None)
+        if group is None:
+            groups.append([row])
+        elif row.label not in [r.label for r in group]:
+            group.append(row)
+    return [g for g in groups if len(g) > 1]
+
+
+def duplicate_reason(group: Sequence[Row]) -> str:
+    """Why the rows of ``group`` have the same numbers, as far as their kinds tell."""
+    reasons = []
+    if any(r.kind == "random" for r in group) and any(r.stage == "before" for r in group):
+        reasons.append("the random-projection baseline is built exactly like an untrained layer (same random "
+                       "weights, same squashing), so an untrained layer of that width is that baseline")
+    runs = [r for r in group if r.stage != "baseline"]
+    if len({r.source for r in runs}) > 1 and any(r.layer for r in runs):
+        reasons.append("learning is local: layer 1 of a stack starts from the same seed as a single-layer run and "
+                       "learns only from its own input and output, nothing flows back from the layers above, "
+                       "so with the same data and steps it is the same layer")
+    return "; ".join(reasons) or "the representations are the same numbers, column by column"
+
+
+def duplicate_sentences(rows: Sequence[Row]) -> list[str]:
+    return [f"Identical rows, shown once: {' = '.join(r.label for r in g)}. Why: {duplicate_reason(g)}."
+            for g in duplicate_groups(rows)]
+
+
+def merge_duplicates(rows: Sequence[Row]) -> list[Row]:
+    """One row per group of identical rows (the first), carrying the others' labels as aliases."""
+    out: list[Row] = []
+    for row in rows:
+        index = next((i for i, kept in enumerate(out) if identical(kept, row)), None)
+        if index is None:
+            out.append(row)
+            continue
+        kept = out[index]
+        aliases = kept.aliases if row.label in (kept.label, *kept.aliases) else (*kept.aliases, row.label)
+        out[index] = replace(kept, aliases=aliases, runs=tuple(dict.fromkeys(kept.runs + row.runs)))
+    return out
+
+
+# ---------------------------------------------------------------- verdicts
+
+def best_sentences(rows: Sequence[Row], tol: float = MIN_TOLERANCE, chance: float | None = None,
+                   probes: Mapping[str, str] = PROBES) -> list[str]:
+    """Per probe: the best representation and its margin over the next (ties within ``tol`` named together)."""
+    out = []
+    for probe in _probes(rows, probes):
+        ranked = sorted((r for r in rows if probe in r.values), key=lambda r: -r.values[probe])
+        top = ranked[0].values[probe]
+        best = [r for r in ranked if top - r.values[probe] <= tol]
+        rest = ranked[len(best):]
+        if len(best) == 1:
+            text = f"{probes[probe]}: best is {best[0].label} ({top:.3f})"
+        else:
+            names = [f"{r.label} ({r.values[probe]:.3f})" for r in best[:4]]
+            names += [f"{len(best) - 4} others"] if len(best) > 4 else []
+            text = f"{probes[probe]}: {_join(names)} are best, within {tol:.3f} of each other"
+        if rest:
+            text += f", {top - rest[0].values[probe]:.3f} ahead of {rest[0].label} ({rest[0].values[probe]:.3f})"
+        if chance is not None and top - chance <= tol:
+            text += f"; no representation is above chance ({chance:.3f})"
+        out.append(text + ".")
+    return out
+
+
+def _pairs(rows: Sequence[Row]) -> list[tuple[Row, Row]]:
+    before = {(r.source, r.layer, r.data): r for r in rows if r.stage == "before"}
+    return [(before[(r.source, r.layer, r.data)], r) for r in rows
+            if r.trained and (r.source, r.layer, r.data) in before]
+
+
+def _versus(a: Row, b: Row, tol: float, probes: Mapping[str, str]) -> str:
+    """``better on kNN-20 (0.334 vs 0.266); tie on ...; worse on ...``: a judged against b."""
+    found: dict[str, list[str]] = {"better": [], "tie": [], "worse": []}
+    for probe in _probes([a, b], probes):
+        if probe in a.values and probe in b.values:
+            x, y = a.values[probe], b.values[probe]
+            found[_judge(x, y, tol)].append(f"{probes[probe]} ({x:.3f} vs {y:.3f})")
+    return "; ".join(f"{v} on {_join(items)}" for v, items in found.items() if items) or "no common probe"
+
+
+def training_sentences(rows: Sequence[Row], tol: float = MIN_TOLERANCE,
+                       probes: Mapping[str, str] = PROBES) -> list[str]:
+    """Per trained row with an untrained twin: on which probes training made it better, worse or no different."""
+    out = []
+    for before, after in _pairs(rows):
+        extra = [f"{name} {before.values[k]:{fmt}} → {after.values[k]:{fmt}}"
+                 for k, name, fmt in (("participation_ratio", "participation ratio", ".1f"),
+                                      ("collapsed_units", "collapsed units", ".0f"))
+                 if k in before.values and k in after.values]
+        out.append(f"{after.unit} after vs before training: {_versus(after, before, tol, probes)}"
+                   + (f"; {', '.join(extra)}" if extra else "") + ".")
+    return out
+
+
+def baselines_of(row: Row, rows: Sequence[Row]) -> list[Row]:
+    """The baselines ``row`` is judged against: same data, and the row's run among theirs (if they name any)."""
+    return [b for b in rows if b.stage == "baseline" and b.data == row.data and (not b.runs or row.source in b.runs)]
+
+
+def versus_sentence(row: Row, base: Row, tol: float = MIN_TOLERANCE, probes: Mapping[str, str] = PROBES) -> str:
+    """``X vs Y: better on kNN-20 (0.334 vs 0.266); tie on ...; worse on ...``."""
+    return f"{row.label} vs {base.label}: {_versus(row, base, tol, probes)}."
+
+
+def baseline_sentences(rows: Sequence[Row], tol: float = MIN_TOLERANCE,
+                       probes: Mapping[str, str] = PROBES) -> list[str]:
+    """Every trained row against each of its baselines."""
+    return [versus_sentence(r, b, tol, probes) for r in rows if r.trained for b in baselines_of(r, rows)]
+
+
+def collapse_sentences(rows: Sequence[Row], threshold: float = COLLAPSE_FRACTION) -> list[str]:
+    """Trained rows with more than ``threshold`` of their units collapsed, judged against the untrained state.
+
+    Flagged (``COLLAPSED: ...``) only when training pushed the collapsed fraction past ``threshold`` (or
+    when there is no untrained state); when it was past it before training, a sentence says so instead.
+    """
+    before = {(r.source, r.layer, r.data): r for r in rows if r.stage == "before"}
+    out = []
+    for row in rows:
+        if not row.trained or row.values.get("collapsed_fraction", 0.0) <= threshold:
+            continue
+        count, units = row.values["collapsed_units"], row.values["units"]
+        state = f"{count:.0f} of {units:.0f} units have std < 0.1"
+        twin = before.get((row.source, row.layer, row.data))
+        if twin is None:
+            out.append(f"COLLAPSED: {row.label}: {state}; there is no untrained state to compare with.")
+            continue
+        earlier = twin.values["collapsed_units"]
+        if twin.values.get("collapsed_fraction", 0.0) <= threshold:
+            out.append(f"COLLAPSED: {row.label}: {state}, up from {earlier:.0f} before training: training "
+                       f"collapsed more than {threshold:.0%} of the units.")
+        else:
+            change = count - earlier
+            what = f"training added {change:.0f}" if change > 0 else "training did not add any"
+            out.append(f"Not caused by training: {row.label}: {state}, but {earlier:.0f} already did before "
+                       f"training ({what}).")
+    return out
