@@ -130,6 +130,7 @@ class DeepTrainer:
         self.config, self.schedule, self.steps_per_epoch, self.device = config, schedule, steps_per_epoch, device
         self.local_batch, self.image_shape = config.batch_size // world, train.shape
         self.cuda = device.type == "cuda"
+        torch.backends.cudnn.benchmark = self.cuda  # fixed shapes: let cuDNN pick the fastest kernels
         self.memory_format = torch.channels_last if self.cuda else torch.contiguous_format
         self.stream = PairStream(train, "auto" if config.views == "temporal" else "strong", config.seed + 1 + rank,
                                  device=device)
