@@ -132,7 +132,7 @@ def test_compare_names_rows_by_folder_and_run(trained, tmp_path, capsys):
     assert csv.startswith("representation,") and "outA/lpl, trained" in csv and "outB/lpl, trained" in csv
     markdown = (tmp_path / "cmp.md").read_text()
     assert "outA/lpl, trained = outB/lpl, trained" in markdown  # a copy: identical rows, merged and said
-    assert "**outA/lpl**: single-layer LPL 1024 → 32, 20 steps of 16 pairs, seed 0" in markdown
+    assert "**outA/lpl**: single-layer LPL 1024 → 32, 20 steps of 16 pairs, temporal views, seed 0" in markdown
 
 
 def test_report_writes_markdown_and_self_contained_html(trained):

@@ -32,6 +32,7 @@ from lpl.analysis.figures import (
     plot_layer_profile,
     plot_receptive_fields,
     plot_training_curves,
+    split_key,
     term,
 )
 from lpl.analysis.verdicts import (
@@ -99,6 +100,7 @@ class Run:
     """One run's exports (before/after), what its saved config says, and its evaluated rows."""
 
     label: str
+    name: str  # the run's name: prefix of its log, config and weight files
     stem: str
     files: dict[str, Path]
     saved: dict[str, Any] | None
@@ -119,10 +121,6 @@ class Run:
         return next(iter(self.files.values())).parent.parent
 
     @property
-    def name(self) -> str:
-        return self.config.get("name") or self.stem
-
-    @property
     def data(self) -> str:
         return f"{self.config.get('dataset', 'unknown data')}, {len(self.labels)} test images"
 
@@ -131,8 +129,8 @@ class Run:
         return len(self.classes) or len(torch.unique(self.labels))
 
 
-def saved_run(path: Path) -> dict[str, Any] | None:
-    """``logs/<name>_config.json`` (config, run metadata) of the run whose export is ``path``."""
+def saved_run(path: Path) -> tuple[str, dict[str, Any]] | None:
+    """The run's name and its ``logs/<name>_config.json`` (config, run metadata), for export ``path``."""
     logs = path.parent.parent / "logs"
     for config_file in sorted(logs.glob("*_config.json")) if logs.is_dir() else []:
         try:
@@ -140,7 +138,7 @@ def saved_run(path: Path) -> dict[str, Any] | None:
         except (OSError, json.JSONDecodeError):
             continue
         if isinstance(saved, dict) and path.name in saved.get("activation_files", []):
-            return saved
+            return config_file.name.removesuffix("_config.json"), saved
     return None
 
 
@@ -187,22 +185,21 @@ def load_runs(paths: Sequence[str | Path], with_baselines: bool = True, qualify:
             continue
         seen.add(key)
         reference = files.get("after", key)
-        saved = saved_run(reference)
+        name, saved = saved_run(reference) or (run_stem(reference), None)
         config = (saved or {}).get("config")
         data_key = json.dumps([config.get(k) for k in ("dataset", "data_dir", "num_export")]) if config else ""
         if data_key not in inputs_cache:
             inputs_cache[data_key] = inputs_of(config)
         inputs = inputs_cache[data_key]
         labels = load_representations(reference).labels
-        run = Run(run_stem(reference), run_stem(reference), files, saved, labels,
+        run = Run(name, name, run_stem(reference), files, saved, labels,
                   inputs.classes if inputs is not None else (), inputs.frames if inputs is not None else 1,
                   inputs.shape if inputs is not None else None)
         run.evaluations = analyze_file(reference, with_baselines, cache=cache)
         runs.append(run)
-    names = [r.name for r in runs]
-    labels = run_labels([r.files.get("after", min(r.files.values())) for r in runs], names) if qualify else names
-    if len(set(labels)) < len(labels):
-        labels = [r.stem for r in runs]
+    labels = [r.name for r in runs]
+    if qualify or len(set(labels)) < len(labels):  # runs of one name in several folders
+        labels = run_labels([r.files.get("after", min(r.files.values())) for r in runs], labels)
     for run, label in zip(runs, labels):
         run.label = label
         run.rows = _rows(run)
@@ -352,7 +349,9 @@ def _describe_run(run: Run) -> str:
         length += f", stopped at step {records[-1]['step']}"
     unit = "images" if "tau" in config else "pairs"
     mode = config.get("pairs") or config.get("views")
-    extra = f", {mode} views" if mode and mode != "auto" else ""
+    if mode == "auto":  # PairStream: consecutive frames when the data has sequences, else augmented views
+        mode = "temporal" if run.frames > 1 else "augment"
+    extra = f", {mode} views" if mode else ""
     return (f"**{run.label}**: {_describe_method(config)}, {length} of {config.get('batch_size')} {unit}{extra}, "
             f"seed {config.get('seed')}")
 
@@ -528,6 +527,7 @@ def _run_section(root: Path, run: Run, report: Path) -> list[Block]:
 
 
 def _curves(run: Run, records: list[dict[str, Any]], report: Path) -> list[Block]:
+    """Training curves (two or more log records) or a table of the one record, with what each term should do."""
     out: list[Block] = []
     logged = [r for r in records if "event" not in r]
     events = [f"{r['event']} at step {r.get('step')}" for r in records if "event" in r]
@@ -536,20 +536,39 @@ def _curves(run: Run, records: list[dict[str, Any]], report: Path) -> list[Block
     if logged:
         text += f", the last at step {logged[-1].get('step')}"
     if len(logged) == 1:
-        text += " (a single point per curve: log more often with --log-every to see a learning curve)"
+        text += " (too few for a learning curve: log more often with --log-every)"
     if speeds:
         text += f"; throughput {sum(speeds) / len(speeds):,.0f} samples/s on average (a speed, so not plotted)"
     if events:
         text += f"; events: {', '.join(events)}"
     out.append(Paragraph(f"Training log: {text}."))
-    drawn = plot_training_curves(logged, report / f"{run.name}_curves.png", f"{run.label}: training curves")
-    if drawn is not None:
+    names: list[str] = []
+    if len(logged) == 1:
+        table, names = _record_table(logged[0])
+        out += [table] if names else []
+    elif drawn := plot_training_curves(logged, report / f"{run.name}_curves.png", f"{run.label}: training curves"):
         png, names = drawn
-        out.append(Figure(png, f"{run.label}: logged quantities against the training step; one line per layer."))
-        notes = [f"**{term(n).title}**: {term(n).note}" for n in names if term(n).note]
-        if notes:
-            out += [Paragraph("What each curve should do:"), Bullets(tuple(notes))]
+        layers = "; one line per layer" if any(split_key(k)[0] for r in logged for k in r) else ""
+        out.append(Figure(png, f"{run.label}: logged quantities against the training step{layers}."))
+    notes = [f"**{term(n).title}**: {term(n).note}" for n in names if term(n).note]
+    if notes:
+        out += [Paragraph("What each quantity should do during training:"), Bullets(tuple(notes))]
     return out
+
+
+def _record_table(record: Mapping[str, Any]) -> tuple[Table, list[str]]:
+    """One log record as a table: a row per quantity, a column per layer."""
+    values: dict[str, dict[str, float]] = {}
+    for key, value in record.items():
+        layer, name = split_key(key)
+        if (key != "step" and term(name).group in ("objective", "statistics") and isinstance(value, int | float)
+                and not isinstance(value, bool)):
+            values.setdefault(name, {})[layer] = value
+    names = sorted(values, key=lambda n: term(n).group != "objective")
+    layers = sorted({layer for v in values.values() for layer in v}, key=lambda x: int(x or 0))
+    headers = tuple(f"layer {x}" if x else f"value at step {record.get('step')}" for x in layers)
+    rows = tuple((term(n).title, *(f"{values[n][x]:.4g}" if x in values[n] else "" for x in layers)) for n in names)
+    return Table(("quantity", *headers), rows, (False, *(True for _ in layers))), names
 
 
 __all__ = ["PROBES", "Run", "analyze_files", "collapse_warnings", "csv_table", "load_runs", "markdown_table",

@@ -104,6 +104,9 @@ def duplicate_reason(group: Sequence[Row]) -> str:
         reasons.append("learning is local: layer 1 of a stack starts from the same seed as a single-layer run and "
                        "learns only from its own input and output, nothing flows back from the layers above, "
                        "so with the same data and steps it is the same layer")
+    if not reasons and len({r.source for r in runs}) > 1 and not any(r.layer for r in runs):
+        reasons.append("training is deterministic, so runs with the same settings, data and seed end in the "
+                       "same place")
     return "; ".join(reasons) or "the representations are the same numbers, column by column"
 
 
