@@ -14,6 +14,7 @@ from lpl.analysis.commands import AnalyzeConfig, CompareConfig, ReportConfig, an
 from lpl.analysis.readout import ReadoutConfig, readout
 from lpl.config import parse_config
 from lpl.demo import DemoConfig, demo
+from lpl.reproduce import ReproduceConfig, reproduce
 from lpl.train.byol import BYOLConfig, train_byol
 from lpl.train.deep import DeepConfig, train_deep
 from lpl.train.dense import HIERARCHICAL, DenseConfig, train_dense
@@ -46,6 +47,8 @@ COMMANDS: dict[str, Command] = {
     "compare": Command(CompareConfig, compare, "one side-by-side table (Markdown and CSV) of several runs"),
     "readout": Command(ReadoutConfig, readout, "per-layer linear readout of a deep run's exports"),
     "report": Command(ReportConfig, report, "Markdown and HTML report with figures of every run in an output folder"),
+    "reproduce": Command(ReproduceConfig, reproduce, "the paper's deep comparison: LPL, ablations, random init "
+                         "and pixels, with report and figures"),
     "demo": Command(DemoConfig, demo, "train LPL, hierarchical LPL and BYOL on shapes briefly, analyse, report"),
 }
 
