@@ -341,9 +341,9 @@ def _describe_run(run: Run) -> str:
     if not config:
         return f"**{run.label}**: no saved config found"
     steps = (saved.get("schedule") or {}).get("steps") or config.get("steps")
-    length = f"{steps} steps" if steps else f"{config.get('epochs')} epochs"
-    if config.get("epochs") and not config.get("steps"):
-        length += f" ({config['epochs']} epochs)" if steps else ""
+    epochs = None if config.get("steps") else config.get("epochs")  # deep runs: --steps 0 means by epochs
+    length = f"{steps} steps" if steps else f"{epochs} epochs"
+    length += f" ({epochs} epochs)" if steps and epochs else ""
     records = [r for r in _records(run.root, run.name) if "event" not in r]
     if records and steps and records[-1].get("step", steps) < steps:
         length += f", stopped at step {records[-1]['step']}"
