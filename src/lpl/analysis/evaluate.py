@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass, field
+import os
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +13,15 @@ import torch
 from torch import Tensor
 
 from lpl.analysis import metrics
+from lpl.analysis.probes import probe_scores
 from lpl.data import load_dataset
 from lpl.data.images import ImageSet
-from lpl.io import load_torch
+from lpl.io import atomic_write_json, load_torch
 from lpl.validation import LPLError
 
 REPRESENTATION_KEYS = ("activations", "embeddings")
+# Part of every baseline cache key: bump it when a baseline's figures change meaning or method.
+BASELINE_CACHE_VERSION = 1
 
 
 @dataclass
@@ -108,12 +113,13 @@ class Evaluation:
     values: dict[str, float] = field(default_factory=dict)
 
 
-def evaluate(name: str, x: Tensor, labels: Tensor, frames: int = 1, probes: bool = True) -> Evaluation:
-    """Statistics, probes and invariance of one representation x (N, M)."""
+def evaluate(name: str, x: Tensor, labels: Tensor, frames: int = 1, probes: bool = True,
+             cov: Tensor | None = None) -> Evaluation:
+    """Statistics, probes and invariance of one representation x (N, M); ``cov``: its covariance if known."""
     normalised = bool(torch.allclose(x.norm(dim=1), torch.ones(len(x)), atol=1e-4))
-    values: dict[str, float] = dict(metrics.unit_statistics(x, normalised))
+    values: dict[str, float] = dict(metrics.unit_statistics(x, normalised, cov))
     if probes:
-        values.update(metrics.probe_scores(x, labels))
+        values.update(probe_scores(x, labels))
     values.update(metrics.class_similarity(x, labels))
     if frames > 1:
         first, second = consecutive_pairs(len(x), frames)
@@ -125,19 +131,64 @@ def baselines(inputs: ImageSet, width: int, probes: bool = True) -> list[Evaluat
     """Raw pixels, a random squashed projection of ``width`` units, and PCA to ``width``."""
     pixels = inputs.flat_float()
     labels = inputs.labels
+    cov = metrics.covariance(pixels)  # shared by the pixels' statistics and PCA
     return [
-        evaluate("pixels", pixels, labels, inputs.frames, probes),
+        evaluate("pixels", pixels, labels, inputs.frames, probes, cov),
         evaluate(f"random{width}", metrics.random_projection(pixels, width), labels, inputs.frames, probes),
-        evaluate(f"pca{width}", metrics.pca_projection(pixels, width), labels, inputs.frames, probes),
+        evaluate(f"pca{width}", metrics.pca_projection(pixels, width, cov), labels, inputs.frames, probes),
     ]
+
+
+def cache_dir() -> Path:
+    """``$LPL_CACHE_DIR``, else ``$XDG_CACHE_HOME/lpl``, else ``~/.cache/lpl``."""
+    if os.environ.get("LPL_CACHE_DIR"):
+        return Path(os.environ["LPL_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lpl"
+
+
+def baseline_cache_file(config: dict[str, Any], inputs: ImageSet, width: int, probes: bool) -> Path:
+    """Where the baselines of these inputs live on disk: keyed by data set, size, width and a content hash.
+
+    The hash covers all labels and every ``len // 64``-th image besides the first 64, so a changed
+    data set of the same name and size never reuses a stale entry.
+    """
+    content = hashlib.sha256(inputs.labels.numpy().tobytes())
+    for images in (inputs.images[:64], inputs.images[:: max(1, len(inputs) // 64)]):
+        content.update(images.contiguous().numpy().tobytes())
+    dataset, data_dir = str(config["dataset"]), config.get("data_dir")
+    key = {"version": BASELINE_CACHE_VERSION, "samples": len(inputs), "width": width, "probes": probes,
+           "frames": inputs.frames, "shape": list(inputs.images.shape), "content": content.hexdigest(),
+           "dataset": str(Path(dataset).resolve()) if dataset.endswith(".pt") else dataset,
+           "data_dir": str(Path(data_dir).resolve()) if data_dir else None}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+    return cache_dir() / "baselines" / f"{Path(dataset).stem}-{len(inputs)}-{width}-{digest}.json"
+
+
+def cached_baselines(config: dict[str, Any], inputs: ImageSet, width: int, probes: bool = True) -> list[Evaluation]:
+    """``baselines``, computed once per data set and kept in ``cache_dir()`` (an unreadable entry is redone)."""
+    path = baseline_cache_file(config, inputs, width, probes)
+    try:
+        saved = json.loads(path.read_text())
+        rows = [Evaluation(e["name"], dict(e["values"])) for e in saved]
+        numbers = all(isinstance(v, int | float) for r in rows for v in r.values.values())
+        if numbers and [r.name for r in rows] == ["pixels", f"random{width}", f"pca{width}"]:
+            return rows
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        pass
+    rows = baselines(inputs, width, probes)
+    try:
+        atomic_write_json([asdict(r) for r in rows], path)
+    except OSError:
+        pass  # a read-only cache only costs the next run the time again
+    return rows
 
 
 def analyze_file(path: str | Path, with_baselines: bool = True, probes: bool = True,
                  cache: dict[tuple, list[Evaluation]] | None = None) -> list[Evaluation]:
     """Evaluate every representation of a file, before and after training when both exist.
 
-    Baselines are computed on the run's own exported test images; ``cache`` shares them between
-    files of runs on the same inputs.
+    Baselines are computed on the run's own exported test images, once per data set (kept on disk,
+    see ``cached_baselines``); ``cache`` also shares them in memory between files of runs on the same inputs.
     """
     files = before_after(path)
     runs = {tag: load_representations(p) for tag, p in files.items()}
@@ -155,6 +206,6 @@ def analyze_file(path: str | Path, with_baselines: bool = True, probes: bool = T
             key = (config["dataset"], config.get("data_dir"), len(inputs), width, probes)
             cache = {} if cache is None else cache
             if key not in cache:
-                cache[key] = baselines(inputs, width, probes)
+                cache[key] = cached_baselines(config, inputs, width, probes)
             results += [Evaluation(f"{stem}/baseline/{b.name}", b.values) for b in cache[key]]
     return results

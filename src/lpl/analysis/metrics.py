@@ -1,11 +1,26 @@
-"""Measures of a representation ``x`` (N, M) with labels ``y`` (N,): statistics, probes, invariance."""
+"""Statistics of a representation ``x`` (N, M) with labels ``y`` (N,): units, similarity, projections.
+
+The probes live in ``lpl.analysis.probes``; ``probe_split``, ``knn_accuracy`` and ``probe_scores``
+are re-exported here for code that imports them from this module.
+"""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from lpl.analysis.probes import knn_accuracy, probe_scores, probe_split
+
 COLLAPSE_STD = 0.1
+# Above this many units (or samples, for the Gram matrix) the covariance is taken in float32.
+FLOAT64_UNITS = 1024
+# Above this many elements, O(N M) statistics run in float32 (with float64 sums where it matters).
+FLOAT64_ELEMENTS = 4_000_000
+
+__all__ = ["COLLAPSE_STD", "class_similarity", "collapsed_units", "covariance", "knn_accuracy", "pair_similarity",
+           "participation_ratio", "pca_projection", "probe_scores", "probe_split", "random_projection",
+           "unit_statistics"]
 
 
 def collapsed_units(std: Tensor) -> int:
@@ -13,32 +28,65 @@ def collapsed_units(std: Tensor) -> int:
     return int((std < COLLAPSE_STD).sum())
 
 
-def participation_ratio(x: Tensor) -> float:
-    """Effective dimensionality ``(sum eig)^2 / sum eig^2`` of the centred covariance of x (N, M)."""
-    xc = x.double() - x.double().mean(dim=0)
-    eig = torch.linalg.svdvals(xc).square()
-    total = eig.square().sum()
-    return float(eig.sum().square() / total) if total > 0 else 0.0
+def _centred(x: Tensor, size: int) -> Tensor:
+    """x minus its column means, in float64 unless ``size`` (the Gram side) is large."""
+    x = x.double() if size <= FLOAT64_UNITS else x.float()
+    return x - x.mean(dim=0)
+
+
+def covariance(x: Tensor) -> Tensor:
+    """Unnormalised covariance ``xc^T xc`` (M, M) of the centred x (N, M)."""
+    xc = _centred(x, x.shape[1])
+    return xc.T @ xc
+
+
+def _participation_ratio(gram: Tensor) -> float:
+    """``(sum eig)^2 / sum eig^2 = trace^2 / ||gram||_F^2`` of a symmetric PSD matrix (no decomposition)."""
+    total = gram.double().square().sum()
+    return float(torch.diagonal(gram).double().sum().square() / total) if total > 0 else 0.0
+
+
+def participation_ratio(x: Tensor, cov: Tensor | None = None) -> float:
+    """Effective dimensionality ``(sum eig)^2 / sum eig^2`` of the centred covariance of x (N, M).
+
+    From whichever of ``xc^T xc`` and ``xc xc^T`` is smaller (same non-zero eigenvalues), or ``cov``.
+    """
+    if cov is None and len(x) < x.shape[1]:
+        xc = _centred(x, len(x))
+        return _participation_ratio(xc @ xc.T)
+    return _participation_ratio(covariance(x) if cov is None else cov)
+
+
+def _work(x: Tensor) -> Tensor:
+    """x in float64, or float32 when it is large (pixels): O(N M) statistics are memory-bound there."""
+    return x.double() if x.numel() <= FLOAT64_ELEMENTS else x.float()
 
 
 def _sparsity(r: Tensor, dim: int) -> Tensor:
     """Treves-Rolls sparsity of |r| along ``dim``: 0 for a flat response, 1 for a single peak."""
-    r = r.abs().double()
+    r = _work(r).abs()
     n = r.shape[dim]
-    ratio = r.mean(dim).square() / r.square().mean(dim).clamp_min(1e-12)
+    ratio = r.mean(dim).double().square() / r.square().mean(dim).double().clamp_min(1e-12)
     return (1 - ratio) / (1 - 1 / n)
 
 
-def unit_statistics(x: Tensor, normalised: bool = False) -> dict[str, float]:
+def _mean_abs_correlation(cov: Tensor) -> float:
+    """Mean |Pearson correlation| over distinct unit pairs; a constant unit correlates 0 (as nan_to_num)."""
+    std = torch.diagonal(cov).sqrt()
+    corr = torch.nan_to_num((cov / std[:, None] / std[None, :]).clamp_(-1, 1))
+    off = corr.abs().sum(dtype=torch.float64) - torch.diagonal(corr).abs().sum(dtype=torch.float64)
+    return float(off / (len(cov) * (len(cov) - 1)))
+
+
+def unit_statistics(x: Tensor, normalised: bool = False, cov: Tensor | None = None) -> dict[str, float]:
     """Per-unit summary of x (N, M): activity, collapse (std < 0.1), sparsity, correlation.
 
     ``normalised``: rows of x are L2-normalised embeddings, whose units have std ~ 1/sqrt(M) even
-    when healthy; collapse is then judged on std * sqrt(M).
+    when healthy; collapse is then judged on std * sqrt(M). ``cov``: ``covariance(x)`` if already known.
     """
+    cov = covariance(x) if cov is None else cov
     std = x.std(dim=0)
     judged = std * (x.shape[1] ** 0.5 if normalised else 1.0)
-    corr = torch.corrcoef(x.T.double())
-    off = corr[~torch.eye(x.shape[1], dtype=torch.bool)]
     collapsed = collapsed_units(judged)
     return {
         "units": x.shape[1],
@@ -49,70 +97,36 @@ def unit_statistics(x: Tensor, normalised: bool = False) -> dict[str, float]:
         "collapsed_fraction": collapsed / x.shape[1],
         "lifetime_sparsity": float(_sparsity(x, 0).mean()),
         "population_sparsity": float(_sparsity(x, 1).mean()),
-        "mean_abs_correlation": float(torch.nan_to_num(off).abs().mean()),
-        "participation_ratio": participation_ratio(x),
+        "mean_abs_correlation": _mean_abs_correlation(cov),
+        "participation_ratio": participation_ratio(x, cov),
     }
 
 
-def probe_split(n: int, test_fraction: float = 0.3) -> tuple[Tensor, Tensor]:
-    """First 70% of the samples for fitting a probe, the rest for scoring it.
-
-    Contiguous, not shuffled: exported samples keep their data set order, so frames of one
-    sequence never end up on both sides (a shuffled split lets kNN match a frame to its neighbour).
-    """
-    cut = int(round(n * (1 - test_fraction)))
-    return torch.arange(cut), torch.arange(cut, n)
-
-
-def linear_probe_accuracy(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor,
-                          max_iter: int = 1000) -> float:
-    """Logistic regression on standardised features; fitted on train only, scored on test."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
-    model.fit(x_train.double().numpy(), y_train.numpy())
-    return float(model.score(x_test.double().numpy(), y_test.numpy()))
-
-
-def knn_accuracy(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, k: int = 20) -> float:
-    """Majority vote of the k most cosine-similar training samples."""
-    train = torch.nn.functional.normalize(x_train.double(), dim=1)
-    test = torch.nn.functional.normalize(x_test.double(), dim=1)
-    k = min(k, len(train))
-    neighbours = (test @ train.T).topk(k, dim=1).indices
-    votes = torch.nn.functional.one_hot(y_train[neighbours], int(y_train.max()) + 1).sum(dim=1)
-    return float((votes.argmax(dim=1) == y_test).double().mean())
-
-
 def class_similarity(x: Tensor, y: Tensor) -> dict[str, float]:
-    """Mean cosine similarity of distinct same-class pairs and of different-class pairs."""
-    z = torch.nn.functional.normalize(x.double() - x.double().mean(dim=0), dim=1)
-    sim = z @ z.T
-    same = y[:, None] == y[None, :]
-    distinct = ~torch.eye(len(y), dtype=torch.bool)
-    within, across = float(sim[same & distinct].mean()), float(sim[~same].mean())
-    return {"within_class_similarity": within, "across_class_similarity": across,
-            "similarity_gap": within - across}
+    """Mean cosine similarity of distinct same-class pairs and of different-class pairs.
+
+    From class sums of the unit-normalised centred rows z, in O(N M): the distinct pairs of class c
+    sum to ``||sum_c z||^2 - sum_c ||z||^2``, all pairs to ``||sum z||^2``.
+    """
+    x = _work(x)
+    z = F.normalize(x - x.mean(dim=0), dim=1)
+    _, classes = torch.unique(y, return_inverse=True)
+    sums = (F.one_hot(classes).to(z.dtype).T @ z).double()  # (classes, M)
+    counts = torch.bincount(classes).double()
+    same = sums.square().sum()
+    within = (same - z.square().sum(dtype=torch.float64)) / (counts * (counts - 1)).sum()
+    across = (sums.sum(0).square().sum() - same) / (counts.sum().square() - counts.square().sum())
+    return {"within_class_similarity": float(within), "across_class_similarity": float(across),
+            "similarity_gap": float(within - across)}
 
 
 def pair_similarity(first: Tensor, second: Tensor, seed: int = 0) -> dict[str, float]:
     """Cosine similarity of matched pairs (consecutive frames) vs of randomly re-paired samples."""
-    a = torch.nn.functional.normalize(first.double() - first.double().mean(0), dim=1)
-    b = torch.nn.functional.normalize(second.double() - second.double().mean(0), dim=1)
+    a = F.normalize(first.double() - first.double().mean(0), dim=1)
+    b = F.normalize(second.double() - second.double().mean(0), dim=1)
     shuffled = b[torch.randperm(len(b), generator=torch.Generator().manual_seed(seed))]
     return {"consecutive_similarity": float((a * b).sum(1).mean()),
             "random_pair_similarity": float((a * shuffled).sum(1).mean())}
-
-
-def probe_scores(x: Tensor, y: Tensor, ks: tuple[int, ...] = (20, 200)) -> dict[str, float]:
-    """Linear-probe and kNN accuracies on the fixed split of (x, y)."""
-    train, test = probe_split(len(y))
-    scores = {"linear_probe": linear_probe_accuracy(x[train], y[train], x[test], y[test])}
-    for k in ks:
-        scores[f"knn{k}"] = knn_accuracy(x[train], y[train], x[test], y[test], k)
-    return scores
 
 
 def random_projection(x: Tensor, width: int, seed: int = 0) -> Tensor:
@@ -123,8 +137,25 @@ def random_projection(x: Tensor, width: int, seed: int = 0) -> Tensor:
         return DenseLPLLayer(x.shape[1], width, torch.Generator().manual_seed(seed))(x.float())
 
 
-def pca_projection(x: Tensor, width: int) -> Tensor:
-    """Baseline: the top ``width`` principal components of x."""
-    xc = x.double() - x.double().mean(dim=0)
-    _, _, v = torch.linalg.svd(xc, full_matrices=False)
-    return (xc @ v[: min(width, v.shape[0])].T).float()
+def top_eigenvectors(sym: Tensor, k: int, iterations: int = 12, seed: int = 0) -> Tensor:
+    """The k leading eigenvectors (M, k) of a symmetric PSD matrix, largest first.
+
+    ``eigh`` for small matrices; otherwise subspace iteration on 2k vectors, then Rayleigh-Ritz: the
+    error shrinks as (eig_{2k} / eig_k)^iterations, far below float32 precision for image spectra.
+    """
+    k = min(k, len(sym))
+    if len(sym) <= FLOAT64_UNITS or 4 * k >= len(sym):
+        return torch.linalg.eigh(sym.double())[1].flip(1)[:, :k].to(sym.dtype)
+    generator = torch.Generator().manual_seed(seed)
+    basis = torch.randn(len(sym), 2 * k, generator=generator, dtype=sym.dtype)
+    for _ in range(iterations):
+        basis = torch.linalg.qr(sym @ basis).Q
+    _, rotation = torch.linalg.eigh((basis.T @ sym @ basis).double())
+    return basis @ rotation.flip(1)[:, :k].to(sym.dtype)
+
+
+def pca_projection(x: Tensor, width: int, cov: Tensor | None = None) -> Tensor:
+    """Baseline: the top ``width`` principal components of x (``cov``: ``covariance(x)`` if known)."""
+    cov = covariance(x) if cov is None else cov
+    xc = x.to(cov.dtype) - x.to(cov.dtype).mean(dim=0)
+    return (xc @ top_eigenvectors(cov, width)).float()

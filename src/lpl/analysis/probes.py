@@ -1,0 +1,126 @@
+"""Read-outs of a frozen representation: linear probe, kNN, and the deep network's official readout."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# Above this many features the probe runs in float32 (memory-bound passes over the data), below in float64.
+FLOAT32_FEATURES = 512
+
+
+def probe_split(n: int, test_fraction: float = 0.3) -> tuple[Tensor, Tensor]:
+    """First 70% of the samples for fitting a probe, the rest for scoring it.
+
+    Contiguous, not shuffled: exported samples keep their data set order, so frames of one
+    sequence never end up on both sides (a shuffled split lets kNN match a frame to its neighbour).
+    """
+    cut = int(round(n * (1 - test_fraction)))
+    return torch.arange(cut), torch.arange(cut, n)
+
+
+def standardise(train: Tensor, test: Tensor) -> tuple[Tensor, Tensor]:
+    """Both scaled by the train mean and population std (as sklearn's StandardScaler; std 0 -> 1)."""
+    mean, std = train.mean(0), train.std(0, correction=0)
+    std = torch.where(std > 1e-12 * mean.abs().clamp_min(1), std, torch.ones_like(std))
+    return (train - mean) / std, (test - mean) / std
+
+
+def linear_probe_accuracy(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor,
+                          c: float = 1.0, max_iter: int = 500, tol: float = 1e-5) -> float:
+    """Multinomial logistic regression on standardised features; fitted on train only, scored on test.
+
+    The objective is sklearn's ``LogisticRegression(C=c)``: summed log-loss + ||W||^2 / (2c), intercept
+    unpenalised, binomial for two classes. Solved full-batch by L-BFGS (strong Wolfe) in variables
+    ``G = L^T W`` preconditioned by the Cholesky factor ``L L^T = H`` of ``H = cov / 4 + penalty``, an
+    estimate of the loss Hessian that makes the problem well conditioned however correlated the features.
+    """
+    classes, y = torch.unique(y_train, return_inverse=True)
+    if len(classes) < 2:
+        return float((y_test == classes[0]).double().mean())
+    dtype = torch.float32 if x_train.shape[1] > FLOAT32_FEATURES else torch.float64
+    z, z_test = standardise(x_train.to(dtype), x_test.to(dtype))
+    n, d = z.shape
+    k = len(classes)
+    # Two classes: a softmax over two weight vectors with the same penalty is the binomial model at half of it.
+    penalty = (2.0 if k == 2 else 1.0) / (c * n)
+    hessian = z.T @ z
+    hessian.mul_(0.25 / n).diagonal().add_(penalty)
+    lower = torch.linalg.cholesky(hessian)
+    inverse = torch.linalg.solve_triangular(lower, torch.eye(d, dtype=dtype), upper=False)  # L^-1
+    del hessian, lower
+    onehot = F.one_hot(y, k).to(dtype)
+    g = torch.zeros(d, k, dtype=dtype, requires_grad=True)
+    b = torch.zeros(k, dtype=dtype, requires_grad=True)
+
+    def closure() -> Tensor:
+        with torch.no_grad():
+            w = (g.T @ inverse).T  # W = L^-T G
+            logits = torch.addmm(b, z, w)
+            loss = (logits.logsumexp(1) - (logits * onehot).sum(1)).mean() + 0.5 * penalty * w.square().sum()
+            residual = logits.softmax(1).sub_(onehot).div_(n)
+            g.grad = (inverse @ (residual.T @ z).T.add_(w, alpha=penalty)).contiguous()
+            b.grad = residual.sum(0)
+        return loss
+
+    optimiser = torch.optim.LBFGS([g, b], lr=1, max_iter=max_iter, tolerance_grad=tol, history_size=20,
+                                  line_search_fn="strong_wolfe")
+    optimiser.step(closure)
+    with torch.no_grad():
+        predicted = classes[torch.addmm(b, z_test, (g.T @ inverse).T).argmax(1)]
+    return float((predicted == y_test).double().mean())
+
+
+def knn_accuracies(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor,
+                   ks: tuple[int, ...] = (20,), chunk: int = 1024) -> dict[int, float]:
+    """Majority vote of the k most cosine-similar training samples, for every k in ``ks`` at once."""
+    train = F.normalize(x_train.float(), dim=1)
+    test = F.normalize(x_test.float(), dim=1)
+    kmax = min(max(ks), len(train))
+    classes = int(y_train.max()) + 1
+    correct = dict.fromkeys(ks, 0)
+    for start in range(0, len(test), chunk):
+        neighbours = y_train[(test[start:start + chunk] @ train.T).topk(kmax, dim=1).indices]
+        truth = y_test[start:start + chunk]
+        for k in ks:
+            votes = F.one_hot(neighbours[:, :min(k, kmax)], classes).sum(dim=1)
+            correct[k] += int((votes.argmax(dim=1) == truth).sum())
+    return {k: correct[k] / max(len(test), 1) for k in ks}
+
+
+def knn_accuracy(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, k: int = 20) -> float:
+    """Majority vote of the k most cosine-similar training samples."""
+    return knn_accuracies(x_train, y_train, x_test, y_test, (k,))[k]
+
+
+def probe_scores(x: Tensor, y: Tensor, ks: tuple[int, ...] = (20, 200)) -> dict[str, float]:
+    """Linear-probe and kNN accuracies on the fixed split of (x, y)."""
+    train, test = probe_split(len(y))
+    scores = {"linear_probe": linear_probe_accuracy(x[train], y[train], x[test], y[test])}
+    knn = knn_accuracies(x[train], y[train], x[test], y[test], ks)
+    return scores | {f"knn{k}": knn[k] for k in ks}
+
+
+@torch.no_grad()
+def linear_readout(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor,
+                   epochs: int = 20, batch: int = 512, lr: float = 1e-3, seed: int = 0) -> float:
+    """Accuracy of a logistic-regression readout on standardised frozen features (official protocol).
+
+    Adam on minibatches, on whatever device the features are; the deep network's reported figure.
+    """
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+    generator = torch.Generator(train_x.device).manual_seed(seed)
+    classes = int(max(train_y.max(), test_y.max())) + 1
+    head = torch.nn.Linear(train_x.shape[1], classes).to(train_x.device)
+    optimizer = torch.optim.Adam(head.parameters(), lr=lr)
+    for _ in range(epochs):
+        order = torch.randperm(len(train_x), generator=generator, device=train_x.device)
+        for index in order.split(batch):
+            with torch.enable_grad():
+                loss = F.cross_entropy(head(train_x[index]), train_y[index])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+            optimizer.step()
+    return float((head(test_x).argmax(1) == test_y).float().mean())
