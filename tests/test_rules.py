@@ -83,7 +83,7 @@ def test_each_term_falls_when_optimised(term):
     torch.manual_seed(2)
     prev = torch.randn(32, 6)
     z = (torch.randn(32, 6) * 0.5).requires_grad_()
-    objective = LPLObjective(**{k: float(k == term) for k in ("pred", "hebb", "decorr")})
+    objective = LPLObjective(**{k: float(k == term) for k in ("pred", "hebb", "decorr")}, reduction="sum")
     start = objective.terms(prev, z)[term].item()
     optimiser = torch.optim.SGD([z], lr=0.05)
     for _ in range(50):

@@ -115,6 +115,7 @@ class BYOLHead(LayerHead):
         return self.projector(pooled(maps))
 
 
+@torch.compiler.disable  # triton 3.6 failed to compile its fused kernel on an H100; it is small
 def info_nce_loss(z: Tensor, temperature: float) -> Tensor:
     """NT-Xent of (2B, D) embeddings whose rows i and i + B are positives; the other 2B - 2 rows
     of the (global) batch are the negatives. Identical views of mutually orthogonal samples give

@@ -58,10 +58,19 @@ class WeakAugment:
 
     def __call__(self, index: Tensor, generator: torch.Generator) -> Tensor:
         """Augment ``images[index]`` -> float32 (n, C*H*W) in [0, 1]."""
-        n, device, s = index.shape[0], index.device, self.spec.max_shift
+        return self.apply(index, *self.draw(index.shape[0], generator, index.device))
+
+    def draw(self, n: int, generator: torch.Generator, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        """The random choices of ``n`` views: mirrored copy, shift, brightness/contrast jitter."""
+        s = self.spec.max_shift
         copy = torch.randint(self.copies, (n, 1), generator=generator, device=device)
         shift = torch.randint(2 * s + 1, (2, n, 1), generator=generator, device=device)
         jitter = torch.rand(2, n, 1, generator=generator, device=device) * 2 - 1
+        return copy, shift, jitter
+
+    def apply(self, index: Tensor, copy: Tensor, shift: Tensor, jitter: Tensor) -> Tensor:
+        """The views of ``images[index]`` for the choices of ``draw``."""
+        n = index.shape[0]
         pixels = self.windows[copy * self.count + index[:, None], shift[0] + self.rows, shift[1]]
         contrast = 1.0 + self.spec.contrast * jitter[0]
         offset = 0.5 * (1.0 - contrast) + self.spec.brightness * jitter[1]
@@ -85,8 +94,16 @@ class StrongAugmentSpec:
     blur_sigma: tuple[float, float] = (0.1, 2.0)
 
 
-def _uniform(n: int, low: float, high: float, generator: torch.Generator, device: torch.device) -> Tensor:
-    return torch.rand(n, generator=generator, device=device) * (high - low) + low
+STRONG_DRAWS = 13  # uniform numbers per image: crop (4), flip, jitter (5), grayscale, blur (2)
+
+
+def draw_strong(n: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
+    """All random numbers of ``n`` strong augmentations, (n, STRONG_DRAWS) uniform in [0, 1)."""
+    return torch.rand(n, STRONG_DRAWS, generator=generator, device=device)
+
+
+def _between(u: Tensor, low: float, high: float) -> Tensor:
+    return u * (high - low) + low
 
 
 def _per_sample(x: Tensor) -> Tensor:
@@ -98,64 +115,63 @@ def _gray(x: Tensor) -> Tensor:
     return (x * weights).sum(dim=1, keepdim=True)
 
 
-def resized_crop_flip(x: Tensor, spec: StrongAugmentSpec, generator: torch.Generator) -> Tensor:
-    """Random resized crop (area fraction in ``crop_scale``, aspect 3/4..4/3) and flip, bilinear."""
-    n, device = x.shape[0], x.device
-    area = _uniform(n, *spec.crop_scale, generator, device)
-    log_ratio = _uniform(n, math.log(3 / 4), math.log(4 / 3), generator, device)
+def resized_crop_flip(x: Tensor, spec: StrongAugmentSpec, u: Tensor) -> Tensor:
+    """Random resized crop (area fraction in ``crop_scale``, aspect 3/4..4/3) and flip, bilinear.
+
+    ``u`` (n, 5): area, aspect, centre x, centre y, flip.
+    """
+    area = _between(u[:, 0], *spec.crop_scale)
+    log_ratio = _between(u[:, 1], math.log(3 / 4), math.log(4 / 3))
     width = torch.sqrt(area * torch.exp(log_ratio)).clamp(max=1.0)
     height = torch.sqrt(area / torch.exp(log_ratio)).clamp(max=1.0)
-    center_x = (torch.rand(n, generator=generator, device=device) * 2 - 1) * (1 - width)
-    center_y = (torch.rand(n, generator=generator, device=device) * 2 - 1) * (1 - height)
-    sign = torch.ones(n, device=device)
-    if spec.flip:
-        sign = torch.where(torch.rand(n, generator=generator, device=device) < 0.5, -1.0, 1.0)
-    theta = torch.zeros(n, 2, 3, device=device, dtype=x.dtype)
-    theta[:, 0, 0], theta[:, 0, 2] = width * sign, center_x
-    theta[:, 1, 1], theta[:, 1, 2] = height, center_y
+    center_x = (u[:, 2] * 2 - 1) * (1 - width)
+    center_y = (u[:, 3] * 2 - 1) * (1 - height)
+    sign = torch.where(u[:, 4] < 0.5, -1.0, 1.0) if spec.flip else torch.ones_like(width)
+    zero = torch.zeros_like(width)
+    theta = torch.stack((torch.stack((width * sign, zero, center_x), 1),
+                         torch.stack((zero, height, center_y), 1)), 1).to(x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
-def color_jitter(x: Tensor, spec: StrongAugmentSpec, generator: torch.Generator) -> Tensor:
+def color_jitter(x: Tensor, spec: StrongAugmentSpec, u: Tensor) -> Tensor:
     """Brightness, contrast, saturation and hue jitter with probability ``jitter_probability``.
 
-    Applied in that fixed order (torchvision draws a random order); hue is a rotation of the
-    chroma plane in YIQ space, a close linear stand-in for torchvision's HSV shift.
+    ``u`` (n, 5): apply, brightness, contrast, saturation, hue. Applied in that fixed order
+    (torchvision draws a random order); hue is a rotation of the chroma plane in YIQ space, a close
+    linear stand-in for torchvision's HSV shift.
     """
-    n, device = x.shape[0], x.device
     b, c, s, h = spec.jitter
-    apply = _per_sample(torch.rand(n, generator=generator, device=device) < spec.jitter_probability)
-    out = x * _per_sample(_uniform(n, max(0.0, 1 - b), 1 + b, generator, device))
+    apply = _per_sample(u[:, 0] < spec.jitter_probability)
+    out = x * _per_sample(_between(u[:, 1], max(0.0, 1 - b), 1 + b))
     mean = _gray(out).mean(dim=(2, 3), keepdim=True)
-    out = (out - mean) * _per_sample(_uniform(n, max(0.0, 1 - c), 1 + c, generator, device)) + mean
+    out = (out - mean) * _per_sample(_between(u[:, 2], max(0.0, 1 - c), 1 + c)) + mean
     gray = _gray(out)
-    out = (out - gray) * _per_sample(_uniform(n, max(0.0, 1 - s), 1 + s, generator, device)) + gray
-    angle = _uniform(n, -h, h, generator, device) * (2 * math.pi)
+    out = (out - gray) * _per_sample(_between(u[:, 3], max(0.0, 1 - s), 1 + s)) + gray
+    angle = _between(u[:, 4], -h, h) * (2 * math.pi)
     to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
-                          device=device, dtype=x.dtype)
+                          device=x.device, dtype=x.dtype)
     cos, sin = torch.cos(angle), torch.sin(angle)
-    rotation = torch.zeros(n, 3, 3, device=device, dtype=x.dtype)
-    rotation[:, 0, 0] = 1
-    rotation[:, 1, 1], rotation[:, 1, 2], rotation[:, 2, 1], rotation[:, 2, 2] = cos, -sin, sin, cos
+    one, zero = torch.ones_like(cos), torch.zeros_like(cos)
+    rotation = torch.stack((torch.stack((one, zero, zero), 1), torch.stack((zero, cos, -sin), 1),
+                            torch.stack((zero, sin, cos), 1)), 1)
     transform = torch.linalg.inv(to_yiq) @ rotation @ to_yiq  # (n, 3, 3)
     out = torch.einsum("nij,njhw->nihw", transform, out).clamp(0.0, 1.0)
     return torch.where(apply, out, x)
 
 
-def gaussian_blur(x: Tensor, spec: StrongAugmentSpec, generator: torch.Generator) -> Tensor:
+def gaussian_blur(x: Tensor, spec: StrongAugmentSpec, u: Tensor) -> Tensor:
     """Per-sample Gaussian blur (kernel ~10% of the image, sigma in ``blur_sigma``), probability p.
 
-    Separable, as a per-sample weighted sum of shifted slices of the reflect-padded image: a few
-    elementwise kernels instead of a grouped convolution with one group per image and channel.
+    ``u`` (n, 2): apply, sigma. Separable, as a per-sample weighted sum of shifted slices of the
+    reflect-padded image: a few elementwise kernels instead of a grouped convolution with one
+    group per image and channel.
     """
     n, _, h, w = x.shape
-    device = x.device
     size = max(3, (int(0.1 * min(h, w)) // 2) * 2 + 1)
     pad = size // 2
-    sigma = _uniform(n, *spec.blur_sigma, generator, device)
-    apply = torch.rand(n, generator=generator, device=device) < spec.blur_probability
-    offsets = torch.arange(size, device=device, dtype=x.dtype) - pad
+    apply, sigma = u[:, 0] < spec.blur_probability, _between(u[:, 1], *spec.blur_sigma)
+    offsets = torch.arange(size, device=x.device, dtype=x.dtype) - pad
     kernel = torch.exp(-offsets[None] ** 2 / (2 * sigma[:, None] ** 2))
     kernel = torch.where(apply[:, None], kernel, (offsets[None] == 0).to(x.dtype))
     kernel = (kernel / kernel.sum(dim=1, keepdim=True)).view(n, size, 1, 1, 1)
@@ -165,15 +181,20 @@ def gaussian_blur(x: Tensor, spec: StrongAugmentSpec, generator: torch.Generator
     return sum(kernel[:, i] * padded[..., i:i + h, :] for i in range(size))
 
 
-def strong_augment(images: Tensor, spec: StrongAugmentSpec, generator: torch.Generator) -> Tensor:
-    """Augment a batch (n, C, H, W), uint8 or float in [0, 1] -> float32 in [0, 1], on its device."""
+def apply_strong(images: Tensor, spec: StrongAugmentSpec, u: Tensor) -> Tensor:
+    """Augment a batch (n, C, H, W), uint8 or float in [0, 1], with the random numbers ``u``
+    (n, STRONG_DRAWS) of ``draw_strong`` -> float32 in [0, 1]. A pure function: it compiles."""
     x = images.float()
     if images.dtype == torch.uint8:
-        x = x.mul_(1.0 / 255.0)
-    x = resized_crop_flip(x, spec, generator)
+        x = x * (1.0 / 255.0)
+    x = resized_crop_flip(x, spec, u[:, 0:5])
     if spec.color and x.shape[1] == 3:
-        x = color_jitter(x, spec, generator)
-        gray = torch.rand(x.shape[0], generator=generator, device=x.device) < spec.grayscale_probability
-        x = torch.where(_per_sample(gray), _gray(x).expand_as(x), x)
-        x = gaussian_blur(x, spec, generator)
-    return x.clamp_(0.0, 1.0)
+        x = color_jitter(x, spec, u[:, 5:10])
+        x = torch.where(_per_sample(u[:, 10] < spec.grayscale_probability), _gray(x).expand_as(x), x)
+        x = gaussian_blur(x, spec, u[:, 11:13])
+    return x.clamp(0.0, 1.0)
+
+
+def strong_augment(images: Tensor, spec: StrongAugmentSpec, generator: torch.Generator) -> Tensor:
+    """Augment a batch (n, C, H, W), uint8 or float in [0, 1] -> float32 in [0, 1], on its device."""
+    return apply_strong(images, spec, draw_strong(images.shape[0], generator, images.device))

@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lpl.data.augment import StrongAugmentSpec, WeakAugment, WeakAugmentSpec, strong_augment
+from lpl.data.augment import StrongAugmentSpec, WeakAugment, WeakAugmentSpec, apply_strong, draw_strong
 from lpl.data.images import ImageSet, to_unit_float
 from lpl.validation import LPLError
 
@@ -45,20 +45,33 @@ class PairStream:
 
     def next(self, batch_size: int) -> Tensor:
         """One batch of temporal pairs, (2, batch_size, D) float32 in [0, 1]."""
+        return self.views(self.draw(batch_size))
+
+    def draw(self, batch_size: int) -> tuple[Tensor, ...]:
+        """The random choices of one batch (images, augmentations) from the stream's generator."""
+        g, device = self.generator, self.device
         if self.mode != "temporal":
-            index = torch.randint(len(self.flat), (batch_size,), generator=self.generator, device=self.device)
+            index = torch.randint(len(self.flat), (batch_size,), generator=g, device=device).repeat(2)
             if self.augment is not None:
-                return self.augment(index.repeat(2), self.generator).view(2, batch_size, -1)
-            return strong_augment(self.images[index.repeat(2)], self.strong, self.generator).view(2, batch_size, -1)
+                return (index, *self.augment.draw(2 * batch_size, g, device))
+            return index, draw_strong(2 * batch_size, g, device)
         if self.starts is not None:
-            pick = torch.randint(len(self.starts), (batch_size,), generator=self.generator, device=self.device)
-            first = self.starts[pick]
+            first = self.starts[torch.randint(len(self.starts), (batch_size,), generator=g, device=device)]
         else:  # fixed-length sequences: a uniform sequence, then a uniform step (the original stream)
-            sequences = len(self.flat) // self.frames
-            seq = torch.randint(sequences, (batch_size,), generator=self.generator, device=self.device)
-            step = torch.randint(self.frames - 1, (batch_size,), generator=self.generator, device=self.device)
-            first = seq * self.frames + step
-        return to_unit_float(self.flat[torch.stack((first, first + 1))])
+            seq = torch.randint(len(self.flat) // self.frames, (batch_size,), generator=g, device=device)
+            first = seq * self.frames + torch.randint(self.frames - 1, (batch_size,), generator=g, device=device)
+        return (torch.cat((first, first + 1)),)
+
+    def views(self, drawn: tuple[Tensor, ...]) -> Tensor:
+        """The (2, B, D) views for the choices of ``draw``: a pure function of them (it compiles)."""
+        index = drawn[0]
+        if self.mode == "temporal":
+            out = to_unit_float(self.flat[index])
+        elif self.augment is not None:
+            out = self.augment.apply(*drawn)
+        else:
+            out = apply_strong(self.images[index], self.strong, drawn[1])
+        return out.view(2, index.shape[0] // 2, -1)
 
     def state_dict(self) -> dict[str, Tensor]:
         return {"generator": self.generator.get_state()}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -149,8 +150,8 @@ class DeepTrainer:
             model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self._model = model
         # CUDA graphs ("reduce-overhead") remove the launch overhead that bounds this small-image step.
-        self.forward = torch.compile(self._forward, mode="reduce-overhead") if config.compile and self.cuda \
-            else self._forward
+        self.compiled = config.compile and self.cuda
+        self.forward = torch.compile(self._forward, mode="reduce-overhead") if self.compiled else self._forward
         self.step_count = 0
         self.skipped = torch.zeros((), device=device)  # updates skipped for non-finite gradients
         self._one = torch.ones((), device=device)
@@ -161,28 +162,40 @@ class DeepTrainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _forward(self, views: torch.Tensor) -> tuple[torch.Tensor, dict[int, dict[str, torch.Tensor]]]:
-        with self._autocast():
-            return self._model(views)
-
-    def views(self) -> torch.Tensor:
-        """Both views of the local batch stacked, (2B, C, H, W); shuffled positives if asked."""
-        views = self.stream.next(self.local_batch).view(2 * self.local_batch, *self.image_shape)
-        if self.config.shuffle_positives:
-            order = torch.randperm(self.local_batch, generator=self.stream.generator, device=self.device)
+    def _forward(self, drawn: tuple[torch.Tensor, ...], order: torch.Tensor | None
+                 ) -> tuple[torch.Tensor, dict[int, dict[str, torch.Tensor]]]:
+        """Views from the drawn random choices, then the model's loss: one compiled graph on CUDA."""
+        views = self.stream.views(drawn).view(2 * self.local_batch, *self.image_shape)
+        if order is not None:  # shuffled positives: pair each first view with another image's second
             views = torch.cat((views[: self.local_batch], views[self.local_batch:][order]))
-        return views.contiguous(memory_format=self.memory_format)
+        with self._autocast():
+            return self._model(views.contiguous(memory_format=self.memory_format))
+
+    def _compiled_or_eager(self, *args: Any) -> tuple[torch.Tensor, dict[int, dict[str, torch.Tensor]]]:
+        """The compiled step; if compiling fails (it happens at the first call), eager from then on."""
+        try:
+            return self.forward(*args)
+        except Exception as exc:  # dynamo, inductor and triton raise many types
+            if not self.compiled or self.step_count > 0:
+                raise
+            warnings.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); training "
+                          f"continues without it (slower); --no-compile skips it", RuntimeWarning, stacklevel=2)
+            self.compiled, self.forward = False, self._forward
+            return self.forward(*args)
 
     def step(self) -> None:
         """One update; skipped on the device (and counted) when a gradient is not finite."""
         epoch = self.step_count / self.steps_per_epoch
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.config, epoch, self.schedule.steps / self.steps_per_epoch)
-        views = self.views()
+        drawn = self.stream.draw(self.local_batch)
+        order = None
+        if self.config.shuffle_positives:
+            order = torch.randperm(self.local_batch, generator=self.stream.generator, device=self.device)
         self.model.train()
-        if self.cuda and self.config.compile:
+        if self.compiled:
             torch.compiler.cudagraph_mark_step_begin()
-        loss, terms = self.forward(views)
+        loss, terms = self._compiled_or_eager(drawn, order)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
