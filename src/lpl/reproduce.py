@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import gc
 import io
 import json
 import os
@@ -182,8 +183,16 @@ def run_variant(config: ReproduceConfig, name: str) -> RunResult:
     how = "resuming" if resume else "restarting" if overwrite else "running"
     print(f"reproduce: {how} {name} ({deep.epochs} epochs) in {layout.root}", flush=True)
     start = time.perf_counter()
-    result = train_deep(deep)
+    try:
+        result = train_deep(deep)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop
+        record_session(config, name, time.perf_counter() - start, "interrupted", resume, deep.epochs)
+        raise
     record_session(config, name, time.perf_counter() - start, result.status, resume, deep.epochs)
+    if torch.device(config.device).type == "cuda":  # the next variant gets the whole GPU
+        gc.collect()
+        torch._dynamo.reset()  # drops the compiled step and its CUDA graph memory pool
+        torch.cuda.empty_cache()
     return result
 
 
@@ -478,10 +487,10 @@ def reproduce(config: ReproduceConfig) -> RunResult:
             continue
         result = run_variant(config, name)
         if result.status != "completed":
-            what = "was interrupted" if result.status == "interrupted" else \
-                "stopped on non-finite values (its last finite weights are read out and the report marks it)"
-            result.message = (f"{result.message}\nreproduce: {name} {what}; rerun the same command to continue "
-                              f"(finished variants are skipped, an interrupted one resumes from its checkpoint)")
+            what = f"was interrupted at step {result.step} (checkpoint saved)" if result.status == "interrupted" \
+                else f"{result.message}; its last finite weights are read out and the report marks it"
+            result.message = (f"reproduce: {name} {what}; rerun the same command to continue (finished variants "
+                              f"are skipped, an interrupted one resumes from its checkpoint)")
             return result
     path = write_report(config)
     missing = [n for n in NAMES if finished(config, n) is None]
