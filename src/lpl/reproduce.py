@@ -421,7 +421,7 @@ def figure(rows: dict[str, Row | None], init: Row | None, layers: int, readout: 
         if row is None:
             continue
         values = [100 * v for v in row.readout] if readout else row.participation
-        style = {"color": "0.45", "linestyle": ":", "marker": "s"} if row is init else \
+        style: dict[str, Any] = {"color": "0.45", "linestyle": ":", "marker": "s"} if row is init else \
             {"color": colours[row.name], "marker": "o"}
         ax.plot(x[: len(values)], values, label=row.label, **style)
         if row.published is not None and row.published.published is not None:
