@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from lpl.analysis.probes import linear_readout
+from lpl.analysis.readout import linear_readouts
 
 from lpl.cli import main
 from lpl.deep import ConvNet
@@ -83,11 +83,17 @@ def test_no_pooling_uses_full_feature_maps():
     assert not torch.allclose(pooled["pred"], full["pred"])
 
 
-def test_linear_readout_separates_separable_features():
+def test_linear_readouts_separate_separable_features_and_equal_one_readout_per_layer():
     g = torch.Generator().manual_seed(0)
     y = torch.arange(600) % 3
-    x = torch.nn.functional.one_hot(y, 3).float() * 3 + torch.randn(600, 3, generator=g) * 0.2
-    assert linear_readout(x[:400], y[:400], x[400:], y[400:], epochs=30, batch=64, lr=1e-2) > 0.98
+    separable = torch.nn.functional.one_hot(y, 3).float() * 3 + torch.randn(600, 3, generator=g) * 0.2
+    noise = torch.randn(600, 5, generator=g)
+    joint = linear_readouts([separable[:400], noise[:400]], y[:400], [separable[400:], noise[400:]], y[400:],
+                            epochs=30, batch=64, lr=1e-2)
+    assert joint[0] > 0.98 and joint[1] < 0.6
+    alone = [linear_readouts([x[:400]], y[:400], [x[400:]], y[400:], epochs=30, batch=64, lr=1e-2)[0]
+             for x in (separable, noise)]
+    assert joint == pytest.approx(alone, abs=1e-6)
 
 
 def test_schedule_warms_up_then_decays():

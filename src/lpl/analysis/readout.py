@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from lpl.analysis.metrics import participation_ratio
-from lpl.analysis.probes import linear_readout
 from lpl.config import check_device, check_fields, option
 from lpl.data.images import ImageSet
 from lpl.io import atomic_write_json, load_torch
@@ -27,28 +27,60 @@ from lpl.validation import LPLError
 STAGES = {"before": "initialisation", "after": "trained"}
 
 
+def _seeded_linear(in_features: int, out_features: int, seed: int) -> torch.nn.Linear:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return torch.nn.Linear(in_features, out_features)
+
+
+@torch.no_grad()
+def linear_readouts(train_layers: list[torch.Tensor], train_y: torch.Tensor, test_layers: list[torch.Tensor],
+                    test_y: torch.Tensor, epochs: int = 20, batch: int = 512, lr: float = 1e-3,
+                    seed: int = 0) -> list[float]:
+    """Test accuracy of a logistic-regression readout of each layer's standardised frozen features
+    (official protocol: Adam, ``epochs`` passes in minibatches of ``batch``).
+
+    All layers are trained in one loop on the same minibatches; as each layer has its own
+    parameters and Adam is per-parameter, that is exactly one readout per layer, in 1/L the steps.
+    """
+    device = train_layers[0].device
+    classes = int(max(train_y.max(), test_y.max())) + 1
+    stats = [(x.mean(0), x.std(0) + 1e-6) for x in train_layers]
+    train_x = [(x - m) / s for x, (m, s) in zip(train_layers, stats)]
+    test_x = [(x - m) / s for x, (m, s) in zip(test_layers, stats)]
+    heads = torch.nn.ModuleList(_seeded_linear(x.shape[1], classes, seed) for x in train_x).to(device)
+    optimizer = torch.optim.Adam(heads.parameters(), lr=lr)
+    generator = torch.Generator(device).manual_seed(seed)
+    for _ in range(epochs):
+        for index in torch.randperm(len(train_y), generator=generator, device=device).split(batch):
+            with torch.enable_grad():
+                loss = sum(F.cross_entropy(head(x[index]), train_y[index]) for head, x in zip(heads, train_x))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()  # type: ignore[union-attr]
+            optimizer.step()
+    return [float((head(x).argmax(1) == test_y).float().mean()) for head, x in zip(heads, test_x)]
+
+
 def layer_readouts(export: dict[str, Any], epochs: int = 20, device: torch.device | str = "cpu",
                    seed: int = 0) -> list[dict[str, float]]:
     """Readout, participation ratio and mean activation of every layer of one deep export."""
     if "train" not in export:
         raise LPLError("this export holds no training features for a readout; rerun the deep training "
                        "(it exports them with --eval-train > 0)")
-    train, rows = export["train"], []
-    train_y, test_y = train["labels"].to(device), export["labels"].to(device)
-    for layer, train_x in enumerate(train["layers"], 1):
-        test_x = export[layer_key(layer)]
-        accuracy = linear_readout(train_x.float().to(device), train_y, test_x.float().to(device), test_y,
-                                  epochs=epochs, seed=seed)
-        rows.append({"layer": layer, "readout": accuracy, "participation_ratio": participation_ratio(test_x),
-                     "mean_activation": float(test_x.mean())})
-    return rows
+    train = export["train"]
+    test = [export[layer_key(i)] for i in range(1, len(train["layers"]) + 1)]
+    accuracies = linear_readouts([x.float().to(device) for x in train["layers"]], train["labels"].to(device),
+                                 [x.float().to(device) for x in test], export["labels"].to(device), epochs, seed=seed)
+    return [{"layer": i, "readout": accuracy, "participation_ratio": participation_ratio(x),
+             "mean_activation": float(x.mean())} for i, (accuracy, x) in enumerate(zip(accuracies, test), 1)]
 
 
 def pixel_readout(train: ImageSet, test: ImageSet, count: int, epochs: int = 20,
                   device: torch.device | str = "cpu") -> float:
     """The same readout on raw pixels of ``count`` training images (the paper's pixel row)."""
-    return linear_readout(train.flat_float(count).to(device), train.labels[:count].to(device),
-                          test.flat_float().to(device), test.labels.to(device), epochs=epochs)
+    (accuracy,) = linear_readouts([train.flat_float(count).to(device)], train.labels[:count].to(device),
+                                  [test.flat_float().to(device)], test.labels.to(device), epochs)
+    return accuracy
 
 
 def write_readouts(layout: RunLayout, epochs: int = 20, device: torch.device | str = "cpu") -> Path:

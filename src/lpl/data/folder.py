@@ -1,6 +1,7 @@
 """Image folders: ``<root>/train/<class>/...`` and ``<root>/test/<class>/...``, decoded once.
 
-Layout, per split (both splits need the same class folders; labels follow their sorted names):
+Layout, per split (both splits need the same class folders; labels follow their sorted names;
+the images of a split come in a fixed random order of whole sequences, see ``interleaved_order``):
 
 - ``<split>/<class>/<image>``: still images, each its own one-image sequence;
 - ``<split>/<class>/<sequence>/<frame>``: frames of one sequence (a video clip), in file-name
@@ -208,9 +209,23 @@ def _cache_prefix(root: Path, image_size: int | None) -> str:
     return f"{name}-{where}-{image_size or 'native'}"
 
 
+def interleaved_order(sequence: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """A fixed random order of whole sequences (a still image is a one-frame sequence), frames kept
+    together and in order: the first N images of a split are then a sample of every class, as in
+    CIFAR-10's own files, and not the first classes only."""
+    _, lengths = torch.unique_consecutive(sequence, return_counts=True)
+    starts = torch.cumsum(lengths, 0) - lengths
+    perm = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(seed))
+    first, count = starts[perm], lengths[perm]
+    offsets = torch.arange(int(count.sum())) - torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
+    return torch.repeat_interleave(first, count) + offsets
+
+
 def _image_set(images: torch.Tensor, listing: SplitListing, classes: list[str]) -> ImageSet:
     labels = torch.tensor(listing.labels, dtype=torch.int64)
     sequence = torch.tensor(listing.sequence, dtype=torch.int64)
+    order = interleaved_order(sequence)
+    images, labels, sequence = images[order], labels[order], sequence[order]
     if listing.sequence_folders == 0:
         return ImageSet(images, labels, tuple(classes))
     lengths = torch.bincount(sequence)
