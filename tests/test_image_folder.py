@@ -34,6 +34,28 @@ def solid(value: int, size: int = 8, gray: bool = False) -> np.ndarray:
     return np.full((size, size) if gray else (size, size, 3), value, dtype=np.uint8)
 
 
+def contents(images: torch.Tensor, labels: torch.Tensor) -> list[tuple[int, tuple[int, ...]]]:
+    """(label, per-channel pixel value) of every image, sorted: the split's content whatever its order.
+    Every channel of every image must be uniform."""
+    out = []
+    for image, label in zip(images, labels.tolist()):
+        values = image.flatten(1)[:, 0]
+        assert (image == values[:, None, None]).all(), "image is not uniform per channel"
+        out.append((label, tuple(values.tolist())))
+    return sorted(out)
+
+
+def rgb(*values: int) -> tuple[int, int, int]:
+    return tuple(values) * 3 if len(values) == 1 else tuple(values)  # type: ignore[return-value]
+
+
+def uniform_index(data: ImageSet, value: int) -> int:
+    """The position of the one image whose every pixel is ``value``."""
+    found = [i for i in range(len(data)) if (data.images[i] == value).all()]
+    assert len(found) == 1, f"{len(found)} images of value {value}"
+    return found[0]
+
+
 def make_folder(root: Path, ext: str = "png", per_class: dict[str, int] | None = None, gray: bool = False) -> Path:
     """train/ and test/ with the given classes; image k of class c is solid 40 * c + 5 * k."""
     per_class = per_class or {"cat": 3, "ant": 2}
@@ -52,9 +74,11 @@ def test_png_folder_labels_pixels_and_classes(tmp_path):
     train, test = load_splits(str(root))
     assert train.classes == test.classes == ("ant", "cat")
     assert train.images.shape == (5, 3, 8, 8) and train.images.dtype == torch.uint8
-    assert train.labels.tolist() == [0, 0, 1, 1, 1] and test.labels.tolist() == [0, 1, 1]
-    assert torch.equal(train.images[4], torch.from_numpy(noisy).permute(2, 0, 1))  # lossless, channel-first
-    assert train.images[3].unique().tolist() == [40 + 5]
+    noisy_at = [i for i in range(5) if torch.equal(train.images[i], torch.from_numpy(noisy).permute(2, 0, 1))]
+    assert len(noisy_at) == 1 and train.labels[noisy_at[0]] == 1  # lossless, channel-first, labelled cat
+    rest = [i for i in range(5) if i != noisy_at[0]]
+    assert contents(train.images[rest], train.labels[rest]) == [(0, rgb(0)), (0, rgb(5)), (1, rgb(40)), (1, rgb(45))]
+    assert contents(test.images, test.labels) == [(0, rgb(0)), (1, rgb(40)), (1, rgb(45))]
     assert train.frames == 1 and train.sequence is None and not train.has_sequences
     single = load_dataset(str(root), False)
     assert torch.equal(single.images, test.images) and torch.equal(single.labels, test.labels)
@@ -65,8 +89,10 @@ def test_jpeg_folder_and_upper_case_extension(tmp_path):
     (root / "train" / "ant" / "000.jpg").rename(root / "train" / "ant" / "000.JPEG")
     train, test = load_splits(str(root))
     assert train.images.shape == (5, 3, 8, 8) and len(test) == 3
-    expected = torch.tensor([0, 5, 40, 45, 50], dtype=torch.float32)
-    assert (train.images.float().mean(dim=(1, 2, 3)) - expected).abs().max() < 2
+    means = train.images.float().mean(dim=(1, 2, 3)).tolist()
+    found = sorted(zip(train.labels.tolist(), means))
+    assert [label for label, _ in found] == [0, 0, 1, 1, 1]
+    assert max(abs(mean - value) for (_, mean), value in zip(found, [0, 5, 40, 45, 50])) < 2
 
 
 def test_grayscale_only_when_every_image_is(tmp_path):
@@ -75,7 +101,9 @@ def test_grayscale_only_when_every_image_is(tmp_path):
     save(root / "test" / "cat" / "009.png", solid(200))  # one RGB image: everything becomes RGB
     train, test = load_splits(str(root))
     assert train.images.shape == (5, 3, 8, 8) and test.images.shape == (4, 3, 8, 8)
-    assert (train.images[2] == 40).all()  # grey replicated to three channels
+    grey = [(0, rgb(0)), (0, rgb(5)), (1, rgb(40)), (1, rgb(45)), (1, rgb(50))]
+    assert contents(train.images, train.labels) == grey  # grey replicated to three channels
+    assert contents(test.images, test.labels) == [(0, rgb(0)), (1, rgb(40)), (1, rgb(45)), (1, rgb(200))]
 
 
 def test_other_formats_and_modes(tmp_path):
@@ -86,8 +114,8 @@ def test_other_formats_and_modes(tmp_path):
     Image.new("P", (8, 8), 3).save(root / "test" / "cat" / "palette.png")
     train, test = load_splits(str(root))
     assert train.images.shape == (7, 3, 8, 8)
-    assert train.images[6, :, 0, 0].tolist() == [10, 20, 30]  # alpha dropped
-    assert (train.images[2] == 255).all()  # the bilevel image, replicated to RGB
+    assert contents(train.images, train.labels) == [  # alpha dropped; the bilevel image replicated to RGB
+        (0, rgb(0)), (0, rgb(5)), (0, rgb(255)), (1, rgb(10, 20, 30)), (1, rgb(40)), (1, rgb(45)), (1, rgb(50))]
 
 
 def test_hidden_files_are_skipped(tmp_path):
@@ -110,18 +138,34 @@ def write_sequences(root: Path, lengths: dict[str, list[int]]) -> dict[int, tupl
     return codes
 
 
+def check_sequences(data: ImageSet, codes: dict[int, tuple[str, int, int]],
+                    lengths: dict[tuple[str, int], int]) -> list[tuple[str, int, int]]:
+    """Check that ``data`` (frames written by ``write_sequences``, plus still images not in ``codes``)
+    holds every frame once, labelled by its class, each sequence contiguous under one id of its own and
+    in frame order; returns (class, sequence, frame) of every image (still images: (None, i, 0))."""
+    frames = [codes.get(int(v), (None, i, 0)) for i, v in enumerate(data.images[:, 0, 0, 0])]
+    ids = data.sequence_ids().tolist()
+    assert sorted(f for f in frames if f[0] is not None) == sorted(
+        (name, s, t) for (name, s), length in lengths.items() for t in range(length))
+    assert all(data.labels[i] == data.classes.index(name) for i, (name, _, _) in enumerate(frames) if name)
+    runs = [(ids[i], frames[i][:2]) for i in range(len(ids)) if i == 0 or ids[i] != ids[i - 1]]
+    assert len({run[0] for run in runs}) == len({run[1] for run in runs}) == len(runs)  # contiguous, one id each
+    assert all((ids[i] == ids[i + 1]) == (frames[i][:2] == frames[i + 1][:2]) for i in range(len(ids) - 1))
+    assert all(frames[i][2] == (frames[i - 1][2] + 1 if i and ids[i] == ids[i - 1] else 0) for i in range(len(ids)))
+    return frames
+
+
 def test_sequences_of_different_lengths_give_within_sequence_pairs(tmp_path):
     root = tmp_path / "videos"
     codes = write_sequences(root, {"b": [3, 1], "a": [2, 4]})
     train = load_dataset(str(root), True)
     assert train.frames == 1 and train.sequence is not None
-    assert train.sequence.tolist() == [0, 0, 1, 1, 1, 1, 2, 2, 2, 3]  # a/clip0, a/clip1, b/clip0, b/clip1
-    assert train.labels.tolist() == [0] * 6 + [1] * 4
     values = [int(v) for v in train.images[:, 0, 0, 0]]
-    assert [codes[v][2] for v in values] == [0, 1, 0, 1, 2, 3, 0, 1, 2, 0]  # frames in file-name order
-    assert train.pair_starts().tolist() == [0, 2, 3, 4, 6, 7]
-    assert train.pair_starts(limit=4).tolist() == [0, 2]
-    assert train.head(4).pair_starts().tolist() == [0, 2]
+    frames = check_sequences(train, codes, {("a", 0): 2, ("a", 1): 4, ("b", 0): 3, ("b", 1): 1})
+    starts = [i for i in range(9) if frames[i][:2] == frames[i + 1][:2]]
+    assert len(starts) == 6 and train.pair_starts().tolist() == starts
+    assert train.pair_starts(limit=4).tolist() == [i for i in starts if i + 1 < 4]
+    assert train.head(4).pair_starts().tolist() == [i for i in starts if i + 1 < 4]
 
     stream = PairStream(train, "auto", seed=0)
     views = stream.next(600)
@@ -130,26 +174,75 @@ def test_sequences_of_different_lengths_give_within_sequence_pairs(tmp_path):
     assert all(a[:2] == b[:2] and b[2] == a[2] + 1 for a, b in zip(first, second))
     drawn = torch.bincount(torch.tensor([values.index(round(v * 255)) for v in views[0, :, 0].tolist()]),
                            minlength=10)
-    assert (drawn[[0, 2, 3, 4, 6, 7]] > 60).all() and drawn.sum() == 600  # about 100 each
+    assert (drawn[starts] > 60).all() and drawn.sum() == drawn[starts].sum() == 600  # about 100 each
 
 
 def test_equal_length_sequences_are_fixed_frames(tmp_path):
     root = tmp_path / "videos"
-    write_sequences(root, {"a": [3, 3], "b": [3]})
+    codes = write_sequences(root, {"a": [3, 3], "b": [3]})
     train, _ = load_splits(str(root))
     assert train.frames == 3 and train.sequence is None
+    check_sequences(train, codes, {("a", 0): 3, ("a", 1): 3, ("b", 0): 3})  # blocks of 3 are whole clips
     assert train.pair_starts().tolist() == [0, 1, 3, 4, 6, 7]
 
 
 def test_classes_of_stills_and_of_sequences_may_be_mixed(tmp_path):
     root = tmp_path / "mixed"
-    write_sequences(root, {"a": [2, 3]})
+    codes = write_sequences(root, {"a": [2, 3]})
     for split in ("train", "test"):
-        for k in range(2):
+        for k in range(3):
             save(root / split / "b" / f"{k}.png", solid(250 - k))
     train = load_dataset(str(root), True)
-    assert train.sequence.tolist() == [0, 0, 1, 1, 1, 2, 3]
-    assert train.pair_starts().tolist() == [0, 2, 3]
+    assert train.sequence is not None
+    frames = check_sequences(train, codes, {("a", 0): 2, ("a", 1): 3})
+    stills = [i for i, f in enumerate(frames) if f[0] is None]
+    assert sorted(int(train.images[i, 0, 0, 0]) for i in stills) == [248, 249, 250]
+    assert (train.labels[stills] == 1).all()
+    starts = [i for i in range(7) if frames[i][0] and frames[i][:2] == frames[i + 1][:2]]
+    assert len(starts) == 3 and train.pair_starts().tolist() == starts
+
+
+def sequences_of(lengths: list[int]) -> torch.Tensor:
+    """Ascending sequence ids, as a listing gives them: sequence s has lengths[s] frames."""
+    return torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+
+
+@pytest.mark.parametrize("lengths", [[1] * 7, [3, 1, 4, 1, 5, 9, 2, 6], [4], [1], [2, 2, 2]])
+def test_interleaved_order_keeps_sequences_whole_and_in_frame_order(lengths):
+    sequence = sequences_of(lengths)
+    order = image_folder.interleaved_order(sequence)
+    assert order.dtype == torch.int64 and torch.equal(order.sort().values, torch.arange(len(sequence)))
+    ids = sequence[order]
+    runs = torch.unique_consecutive(ids)
+    assert len(runs) == len(lengths) and len(set(runs.tolist())) == len(lengths)  # each sequence contiguous
+    same = ids[1:] == ids[:-1]
+    assert torch.equal(order[1:][same], order[:-1][same] + 1)  # consecutive frames, in order
+    firsts = order[torch.cat([torch.tensor([True]), ~same])]
+    assert torch.equal(firsts.sort().values, torch.cumsum(torch.tensor(lengths), 0) - torch.tensor(lengths))
+
+
+def test_interleaved_order_is_a_fixed_shuffle():
+    rng = torch.Generator().manual_seed(3)
+    sequence = sequences_of(torch.randint(1, 5, (40,), generator=rng).tolist())
+    order = image_folder.interleaved_order(sequence)
+    assert torch.equal(image_folder.interleaved_order(sequence), order)  # deterministic
+    assert torch.equal(image_folder.interleaved_order(sequence, seed=0), order)
+    assert not torch.equal(order, torch.arange(len(sequence)))  # shuffled
+    assert not torch.equal(image_folder.interleaved_order(sequence, seed=1), order)  # the seed picks the order
+
+
+def test_split_order_samples_every_class(tmp_path):
+    root = make_folder(tmp_path / "data", per_class={"ant": 5, "bee": 5, "cat": 5, "dog": 5})
+    train, test = load_splits(str(root))
+    assert len(set(train.labels[:4].tolist())) > 1 and len(set(test.labels[:4].tolist())) > 1
+    _, listings = image_folder.list_image_folder(root.resolve())
+    for data, listing in ((train, listings["train"]), (test, listings["test"])):
+        order = image_folder.interleaved_order(torch.tensor(listing.sequence))
+        assert torch.equal(data.labels, torch.tensor(listing.labels)[order])  # the listing, reordered
+        for image, index in zip(data.images, order.tolist()):  # images moved with their labels
+            name, file = listing.paths[index].split("/")[1:]
+            assert (image == 40 * ["ant", "bee", "cat", "dog"].index(name) + 5 * int(file[:3])).all()
+    assert torch.equal(load_splits(str(root))[0].images, train.images)  # the same order from the cache
 
 
 def test_imageset_sequence_helpers():
@@ -222,7 +315,9 @@ def test_cache_is_reused_then_invalidated_by_a_changed_file(tmp_path, cache, mon
         with pytest.raises(AssertionError, match="decoded although cached"):
             load_splits(str(root))
     fresh, _ = load_splits(str(root))
-    assert (fresh.images[2] == 222).all() and torch.equal(fresh.images[3:], train.images[3:])
+    at, others = uniform_index(train, 40), torch.arange(5) != uniform_index(train, 40)  # cat/000.bmp
+    assert (fresh.images[at] == 222).all() and torch.equal(fresh.images[others], train.images[others])
+    assert torch.equal(fresh.labels, train.labels)
     assert len(list(cache.glob("*.pt"))) == 2  # the stale pair was removed
 
 
@@ -240,10 +335,15 @@ def test_image_size_resizes_every_image(tmp_path):
     save(root / "test" / "cat" / "wide.png", np.full((6, 12, 3), 99, dtype=np.uint8))
     train, test = load_splits(str(root), image_size=5)
     assert train.images.shape == (6, 3, 5, 5) and test.images.shape == (4, 3, 5, 5)
-    assert (train.images[5] == 77).all() and (test.images[3] == 99).all()
+    assert contents(train.images, train.labels) == [
+        (0, rgb(0)), (0, rgb(5)), (1, rgb(40)), (1, rgb(45)), (1, rgb(50)), (1, rgb(77))]
+    assert contents(test.images, test.labels) == [(0, rgb(0)), (1, rgb(40)), (1, rgb(45)), (1, rgb(99))]
     gradient = np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1))  # resizing averages, not samples
     save(root / "train" / "cat" / "big.png", np.stack([gradient] * 3, axis=-1))
-    small = load_dataset(str(root), True, image_size=4).images[5, 0]
+    resized = load_dataset(str(root), True, image_size=4)
+    uneven = [i for i in range(6) if not (resized.images[i] == resized.images[i, 0, 0, 0]).all()]
+    assert len(uneven) == 1 and resized.labels[uneven[0]] == 1
+    small = resized.images[uneven[0], 0]
     assert small[0].tolist() == sorted(small[0].tolist()) and small[0, 0] > 10 and small[0, -1] < 245
     with pytest.raises(LPLError, match="--image-size applies only to image folders"):
         load_dataset("shapes", True, image_size=8)
