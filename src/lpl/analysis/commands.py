@@ -6,9 +6,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lpl.analysis.document import Heading, to_markdown
-from lpl.analysis.report import csv_table, load_runs, markdown_table, results_blocks, rows_csv, write_report
+from lpl.analysis.readout import deep_runs
+from lpl.analysis.report import (
+    csv_table,
+    deep_comparison,
+    deep_results_files,
+    load_deep_runs,
+    load_runs,
+    markdown_table,
+    results_blocks,
+    rows_csv,
+    write_report,
+)
 from lpl.config import option
 from lpl.io import atomic_write_text
+from lpl.validation import LPLError
 
 
 @dataclass
@@ -22,11 +34,14 @@ class AnalyzeConfig:
 
 @dataclass
 class CompareConfig:
-    """One side-by-side table (Markdown and CSV) of several runs."""
+    """Several runs side by side: deep runs (output folders or results files) in one per-layer readout table
+    and figure, or representation files in the probe tables."""
 
-    files: list[str] = option([], "activation or embedding files of the runs to compare", positional=True)
-    output: str = option("comparison", "write <output>.md and <output>.csv")
-    baselines: bool = option(True, "also evaluate pixels, a random projection and PCA of the same width")
+    files: list[str] = option([], "output folders or logs/*_results.json of deep runs, or activation or "
+                              "embedding files (*_after.pt) of the runs to compare", positional=True)
+    output: str = option("comparison", "write <output>.md and <output>.csv (and <output>.png for deep runs)")
+    baselines: bool = option(True, "representation files: also evaluate pixels, a random projection and PCA of "
+                             "the same width")
 
 
 @dataclass
@@ -49,15 +64,63 @@ def analyze(config: AnalyzeConfig) -> int:
     return 0
 
 
+def split_inputs(paths: list[str]) -> tuple[list[Path], list[Path]]:
+    """(deep runs' results files, representation files) of ``paths``: an output folder gives its
+    ``logs/*_results.json`` (or those of its run subfolders), else its ``activations/*_after.pt``."""
+    deep: list[Path] = []
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise LPLError(f"{path} does not exist; give output folders, results files or activation files")
+        found = deep_results_files(path)
+        if found:
+            deep += found
+        elif path.is_dir():
+            pending = [r.name for r in deep_runs(path)]
+            if pending:
+                raise LPLError(f"{path} holds deep runs without readouts ({', '.join(pending)}); fit them with "
+                               f"lpl readout {path}")
+            exports = sorted((path / "activations").glob("*_after.pt"))
+            if not exports:
+                raise LPLError(f"{path} holds no deep results (logs/*_results.json) and no activations/*_after.pt")
+            files += exports
+        else:
+            files.append(path)
+    if deep and files:
+        raise LPLError("give either deep runs (output folders or *_results.json) or representation files "
+                       "(*_after.pt), not both: " + ", ".join(map(str, files[:3])) + " are representation files")
+    return deep, files
+
+
 def compare(config: CompareConfig) -> int:
     """Runs named ``<output folder>/<run name>``, so two runs of one trainer stay apart."""
-    runs = load_runs(config.files, config.baselines, qualify=True)
+    if not config.files:
+        raise LPLError("lpl compare needs runs: output folders or results files of deep runs, or activation files")
+    deep, files = split_inputs(config.files)
+    if deep:
+        return compare_deep(deep, config.output)
+    runs = load_runs(files, config.baselines, qualify=True)
     blocks, rows = results_blocks(runs)
     text = to_markdown([Heading("Comparison: " + ", ".join(r.label for r in runs), 1), *blocks])
     print(text)
     atomic_write_text(text, Path(f"{config.output}.md"))
     atomic_write_text(rows_csv(rows), Path(f"{config.output}.csv"))
     print(f"wrote {config.output}.md and {config.output}.csv")
+    return 0
+
+
+def compare_deep(results: list[Path], output: str) -> int:
+    """Deep runs side by side: ``<output>.md`` (table, figure, sentences), ``<output>.csv`` and ``<output>.png``."""
+    runs, notes = load_deep_runs(results, qualify=True)
+    if not runs:
+        raise LPLError("no deep run with trained readouts among " + ", ".join(map(str, results[:5]))
+                       + ("" if not notes else "; " + "; ".join(n.replace("`", "") for n in notes)))
+    blocks, table = deep_comparison(runs, Path(f"{output}.png"), notes=notes)
+    text = to_markdown([Heading("Comparison of deep runs: " + ", ".join(r.label for r in runs), 1), *blocks])
+    print(text)
+    atomic_write_text(text, Path(f"{output}.md"))
+    atomic_write_text(table, Path(f"{output}.csv"))
+    print(f"wrote {output}.md, {output}.csv and {output}.png")
     return 0
 
 

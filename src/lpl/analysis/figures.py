@@ -150,6 +150,29 @@ def plot_layer_profile(profiles: Mapping[str, Mapping[str, Sequence[float]]], pa
     return _save(fig, path)
 
 
+def plot_readout_comparison(runs: Mapping[str, Sequence[float]], init: Mapping[str, Sequence[float]], path: Path,
+                            title: str, chance: float | None = None) -> Path:
+    """Linear readout (%) against the layer: a solid line per run (``{label: fraction per layer}``), a dashed
+    line per random initialisation, and chance dotted when known."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    for label, values in runs.items():
+        ax.plot(range(1, len(values) + 1), [100 * v for v in values], marker="o", label=label)
+    for i, (label, values) in enumerate(init.items()):
+        ax.plot(range(1, len(values) + 1), [100 * v for v in values], linestyle="--", marker=".",
+                color="black" if i == 0 else None, label=label)
+    if chance is not None:
+        ax.axhline(100 * chance, color="grey", linestyle=":", linewidth=1, label=f"chance ({100 * chance:.1f}%)")
+    layers = max((len(v) for v in (*runs.values(), *init.values())), default=1)
+    ax.set_xticks(range(1, layers + 1))
+    ax.set_xlabel("layer")
+    ax.set_ylabel("linear readout accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_title(title, fontsize=11)
+    return _save(fig, path)
+
+
 def plot_receptive_fields(weight: torch.Tensor, shape: tuple[int, ...], path: Path, count: int = 32) -> Path:
     """The first ``count`` rows of W (out, in) as images of ``shape`` (C, H, W), each scaled to its range."""
     plt = _plt()

@@ -30,6 +30,7 @@ from lpl.analysis.figures import (
     plot_embedding,
     plot_histograms,
     plot_layer_profile,
+    plot_readout_comparison,
     plot_receptive_fields,
     plot_training_curves,
     split_key,
@@ -42,6 +43,7 @@ from lpl.analysis.verdicts import (
     baseline_sentences,
     best_sentences,
     collapse_sentences,
+    deep_sentences,
     duplicate_sentences,
     merge_duplicates,
     tolerance,
@@ -431,6 +433,296 @@ def results_blocks(runs: Sequence[Run]) -> tuple[list[Block], list[Row]]:
     return blocks, rows
 
 
+# ---------------------------------------------------------------- deep runs side by side
+
+RESULTS_SUFFIX = "_results.json"
+TIMING_FILE = "reproduce_timing.json"  # lpl reproduce: wall time of a variant, next to its logs/
+NETWORK_KEYS = ("dataset", "image_size", "seed", "channels", "pool_after")  # these fix the initial network
+READOUT_KEYS = ("num_export", "eval_train", "eval_epochs")  # these fix how its readout is measured
+# Settings that may differ between runs of a fair comparison (besides what is compared) or do not change results.
+NOT_COMPARED = {"objective", "end_to_end", "name", "output_dir", "device", "compile", "progress", "resume",
+                "overwrite", "checkpoint_minutes", "keep_checkpoints", "checkpoint_every", "log_every", "data_dir",
+                "download", "evaluate"}
+
+
+@dataclass(frozen=True)
+class DeepRun:
+    """A deep run's per-layer readouts (``logs/<name>_results.json``), its config and how long it took."""
+
+    label: str
+    name: str
+    root: Path
+    config: Mapping[str, Any]
+    trained: tuple[Mapping[str, Any], ...]
+    initialisation: tuple[Mapping[str, Any], ...] = ()
+    wall_s: float | None = None
+    device: str = ""
+    stopped: str = ""  # ", stopped at step N of M" for a run that did not finish
+
+    @property
+    def objective(self) -> str:
+        return str(self.config.get("objective") or ("lpl" if "channels" in self.config else "unknown"))
+
+    @property
+    def training(self) -> str:
+        return "end-to-end" if self.config.get("end_to_end") else "layer-local"
+
+    @property
+    def length(self) -> str:
+        """``800`` (epochs), or ``5000 steps`` for a run set by --steps."""
+        steps = self.config.get("steps")
+        return (f"{steps} steps" if steps else str(self.config.get("epochs", "?"))) + self.stopped
+
+    @property
+    def readout(self) -> list[float]:
+        return [float(r["readout"]) for r in self.trained]
+
+    @property
+    def init_readout(self) -> list[float]:
+        return [float(r["readout"]) for r in self.initialisation]
+
+
+@dataclass(frozen=True)
+class InitRow:
+    """One random initialisation: the runs that start from it and the readout shown for it (the first run's)."""
+
+    label: str
+    runs: tuple[DeepRun, ...]
+    same_network: bool  # known from the configs, not only from equal numbers
+
+    @property
+    def readout(self) -> list[float]:
+        return self.runs[0].init_readout
+
+    @property
+    def spread(self) -> float:
+        """Largest difference between the runs' readouts of this network at initialisation, any layer."""
+        rows = [r.init_readout for r in self.runs]
+        return max((max(col) - min(col) for col in zip(*rows)), default=0.0)
+
+
+def deep_results_files(path: str | Path, nested: bool = True) -> list[Path]:
+    """The deep runs' results files of ``path``: itself (a ``*_results.json``), ``logs/*_results.json`` of an
+    output folder (or of ``path`` when it is a ``logs`` folder), else, with ``nested``, those of its subfolders
+    (``lpl reproduce`` keeps a run folder per variant)."""
+    path = Path(path)
+    if path.is_file():
+        return [path] if path.name.endswith(RESULTS_SUFFIX) else []
+    logs = path if path.name == "logs" else path / "logs"
+    found = sorted(logs.glob(f"*{RESULTS_SUFFIX}"))
+    if not found and nested:
+        found = sorted(path.glob(f"*/logs/*{RESULTS_SUFFIX}"))
+    return found
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _readout_entries(results: Mapping[str, Any], stage: str) -> tuple[Mapping[str, Any], ...] | None:
+    entries = results.get(stage)
+    if not isinstance(entries, list) or not entries:
+        return None
+    if not all(isinstance(e, dict) and isinstance(e.get("readout"), int | float) for e in entries):
+        return None
+    return tuple(sorted(entries, key=lambda e: int(e.get("layer", 0))))
+
+
+def _deep_run(file: Path, results: Mapping[str, Any], trained: tuple[Mapping[str, Any], ...]) -> DeepRun:
+    root = file.parent.parent if file.parent.name == "logs" else file.parent
+    name = file.name.removesuffix(RESULTS_SUFFIX)
+    saved = _read_json(root / "logs" / f"{name}_config.json")
+    saved = saved if isinstance(saved, dict) else {}
+    config = results.get("config") or saved.get("config") or {}
+    timing = _read_json(root / TIMING_FILE)
+    timing = timing if isinstance(timing, dict) else {}
+    records = [r for r in _records(root, name) if "event" not in r] if (root / "logs").is_dir() else []
+    wall = timing.get("wall_s")
+    if wall is None and records:
+        wall = next((records[-1][k] for k in ("wall_s", "elapsed_s") if k in records[-1]), None)
+    planned = (saved.get("schedule") or {}).get("steps")
+    last = records[-1].get("step") if records else None
+    stopped = f", stopped at step {last} of {planned}" if planned and isinstance(last, int) and last < planned else ""
+    if timing.get("status") not in (None, "completed"):
+        stopped += f", {timing['status']}"
+    return DeepRun(name, name, root, config, trained, _readout_entries(results, "initialisation") or (),
+                   float(wall) if isinstance(wall, int | float) else None, str(timing.get("device") or ""), stopped)
+
+
+def load_deep_runs(files: Sequence[str | Path], qualify: bool = True) -> tuple[list[DeepRun], list[str]]:
+    """The deep runs of ``files`` (results files; each once), labelled ``<folder>/<run name>`` (with
+    ``qualify``, or when names repeat), and a note per file that holds no trained readouts."""
+    runs: list[DeepRun] = []
+    notes: list[str] = []
+    seen: set[Path] = set()
+    for file in map(Path, files):
+        if file.resolve() in seen:
+            continue
+        seen.add(file.resolve())
+        results = _read_json(file)
+        if not isinstance(results, dict):
+            notes.append(f"`{file}` is not a readable results file (JSON; rerun lpl readout on its folder); left out")
+            continue
+        trained = _readout_entries(results, "trained")
+        if trained is None:
+            notes.append(f"`{file}` holds no readouts of a trained network (an unfinished run, or not a deep run); "
+                         "left out")
+            continue
+        runs.append(_deep_run(file, results, trained))
+    labels = [r.name for r in runs]
+    if runs and (qualify or len(set(labels)) < len(labels)):
+        labels = run_labels([r.root / "logs" / f"{r.name}{RESULTS_SUFFIX}" for r in runs], labels)
+    return [replace(r, label=label) for r, label in zip(runs, labels)], notes
+
+
+def init_rows(runs: Sequence[DeepRun]) -> list[InitRow]:
+    """One row per distinct random initialisation: runs of the same data, seed and architecture (and readout
+    settings) start from the same network; runs without a config are grouped by equal numbers."""
+    groups: dict[str, list[DeepRun]] = {}
+    known: dict[str, bool] = {}
+    for run in runs:
+        if not run.initialisation:
+            continue
+        by_config = all(k in run.config for k in ("seed", "channels"))
+        key = json.dumps([run.config.get(k) for k in (*NETWORK_KEYS, *READOUT_KEYS)]) if by_config \
+            else json.dumps([round(v, 9) for v in run.init_readout])
+        groups.setdefault(key, []).append(run)
+        known[key] = by_config
+    single = len(groups) == 1
+    return [InitRow("random initialisation" if single else
+                    "random initialisation of " + ", ".join(r.label for r in group), tuple(group), known[key])
+            for key, group in groups.items()]
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 \
+        else f"{seconds / 3600:.1f} h"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def _init_notes(runs: Sequence[DeepRun], inits: Sequence[InitRow]) -> list[str]:
+    notes = []
+    for init in inits:
+        who = "all runs start" if len(init.runs) == len(runs) and len(runs) > 1 else \
+            "the run starts" if len(init.runs) == 1 else f"{_join_names([r.label for r in init.runs])} start"
+        config = init.runs[0].config
+        why = (f"seed {config.get('seed')}, {len(config.get('channels', []))} conv blocks on "
+               f"{config.get('dataset', 'the same data')}" if init.same_network else "identical readouts")
+        text = f"**{init.label}**: the network before training; {who} from it ({why})"
+        if len(init.runs) > 1:
+            text += ", so it is shown once"
+        if init.spread > 1e-9:
+            text += (f". Their readouts of it differ by up to {100 * init.spread:.1f} points (each run fits its "
+                     f"own readout); the row shows those of {init.runs[0].label}")
+        notes.append(text + ".")
+    missing = [r.label for r in runs if not r.initialisation]
+    if missing:
+        notes.append(f"No readout at initialisation for {_join_names(missing)}.")
+    return notes
+
+
+def _join_names(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _differences(runs: Sequence[DeepRun]) -> str:
+    """``epochs (deep_lpl 800, deep_byol 100)``: settings that differ between runs besides what is compared."""
+    keys = sorted({k for r in runs for k in r.config} - NOT_COMPARED)
+    out = []
+    for key in keys:
+        values = [json.dumps(r.config.get(key)) for r in runs]
+        if len(set(values)) > 1:
+            out.append(f"{key} (" + ", ".join(f"{r.label} {v}" for r, v in zip(runs, values)) + ")")
+    return "; ".join(out)
+
+
+def deep_comparison(runs: Sequence[DeepRun], figure: Path, chance: float | None = None,
+                    notes: Sequence[str] = ()) -> tuple[list[Block], str]:
+    """One table (a row per run and per random initialisation, a column per layer), one figure and the
+    verdict sentences of deep runs side by side; and the same numbers as CSV (fractions)."""
+    inits = init_rows(runs)
+    layers = max(len(r.readout) for r in runs)
+    timed = any(r.wall_s is not None for r in runs)
+    headers = ("run", "objective", "training", "epochs", *(f"layer {k}" for k in range(1, layers + 1)),
+               *(("wall time",) if timed else ()))
+
+    def cells(values: Sequence[float]) -> tuple[str, ...]:
+        return tuple(_pct(values[i]) if i < len(values) else "" for i in range(layers))
+
+    def wall(run: DeepRun) -> tuple[str, ...]:
+        if not timed:
+            return ()
+        if run.wall_s is None:
+            return ("",)
+        return (_duration(run.wall_s) + (f" ({run.device})" if run.device else ""),)
+
+    rows = [(r.label, r.objective, r.training, r.length, *cells(r.readout), *wall(r)) for r in runs]
+    rows += [(i.label, "—", "untrained", "0", *cells(i.readout), *(("",) if timed else ())) for i in inits]
+    config = runs[0].config
+    exported = [r.config["num_export"] for r in runs if isinstance(r.config.get("num_export"), int)]
+    tol = tolerance(min(exported) if exported else None)
+    datasets = sorted({str(r.config.get("dataset", "unknown data")) for r in runs})
+    setup = (f"{len(runs)} deep run{'s' if len(runs) > 1 else ''} on **{', '.join(datasets)}**. Each layer's "
+             f"pooled features are frozen and read out by a logistic regression ({config.get('eval_epochs', 20)} "
+             f"epochs) fitted on {config.get('eval_train', 'the exported')} training images and scored on the "
+             f"first {config.get('num_export', '?')} test images; accuracies in %. Differences up to "
+             f"{100 * tol:.1f} points (0.5/√{min(exported) if exported else 'n'}, the largest standard error of an "
+             f"accuracy) are called ties.")
+    if len(datasets) > 1:
+        setup += " The runs use different data sets: their numbers are not comparable."
+    if differing := _differences(runs):
+        setup += f" Settings that differ between the runs besides the objective and end-to-end: {differing}."
+    png = plot_readout_comparison({f"{r.label} ({r.objective}, {r.training})": r.readout for r in runs},
+                                  {i.label: i.readout for i in inits}, figure,
+                                  "Linear readout per layer", chance)
+    init_of = {r.label: i for i in inits for r in i.runs}
+    sentences = deep_sentences({r.label: r.readout for r in runs},
+                               {label: i.readout for label, i in init_of.items()}, tol,
+                               {label: "the random initialisation" if len(inits) == 1 else "its random initialisation"
+                                for label in init_of})
+    blocks: list[Block] = [
+        Heading("Deep runs side by side"), Paragraph(setup),
+        Table(headers, tuple(rows), (False, False, False, True, *(True for _ in range(layers)),
+                                     *((False,) if timed else ()))),
+        Bullets(tuple(_init_notes(runs, inits) + list(notes))),
+        Figure(png, "Linear readout accuracy per layer: one line per run, the random initialisation dashed"
+                    + (", chance dotted" if chance is not None else "") + "."),
+        Paragraph("**Findings.**"), Bullets(tuple(sentences))]
+    return blocks, deep_csv(runs, inits)
+
+
+def deep_csv(runs: Sequence[DeepRun], inits: Sequence[InitRow]) -> str:
+    """A row per run and per random initialisation: settings, wall time, readout (fraction) and
+    participation ratio per layer."""
+    layers = max(len(r.trained) for r in runs)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["row", "folder", "run", "objective", "training", "epochs", "steps", "seed", "wall_s",
+                     *(f"layer{k}_readout" for k in range(1, layers + 1)),
+                     *(f"layer{k}_participation_ratio" for k in range(1, layers + 1))])
+
+    def values(entries: Sequence[Mapping[str, Any]], key: str) -> list[Any]:
+        return [entries[i].get(key, "") if i < len(entries) else "" for i in range(layers)]
+
+    for r in runs:
+        writer.writerow([r.label, str(r.root), r.name, r.objective, r.training, r.config.get("epochs", ""),
+                         r.config.get("steps") or "", r.config.get("seed", ""),
+                         "" if r.wall_s is None else r.wall_s,
+                         *values(r.trained, "readout"), *values(r.trained, "participation_ratio")])
+    for i in inits:
+        first = i.runs[0]
+        writer.writerow([i.label, "", "", "", "random initialisation", 0, 0, first.config.get("seed", ""), "",
+                         *values(first.initialisation, "readout"),
+                         *values(first.initialisation, "participation_ratio")])
+    return buffer.getvalue()
+
+
 # ---------------------------------------------------------------- report
 
 def write_report(output_dir: str | Path, with_baselines: bool = True) -> Path:
@@ -443,6 +735,12 @@ def write_report(output_dir: str | Path, with_baselines: bool = True) -> Path:
     runs = load_runs(files, with_baselines)
     blocks, rows = results_blocks(runs)
     blocks = [Heading(f"LPL report: `{root}`", 1), *blocks]
+    deep, notes = load_deep_runs(deep_results_files(root, nested=False), qualify=False)
+    if len(deep) > 1:  # several deep runs in one folder: side by side
+        deep_blocks, deep_table = deep_comparison(deep, report / "deep_runs_readout.png",
+                                                  1 / runs[0].num_classes, notes)
+        blocks += deep_blocks
+        atomic_write_text(deep_table, report / "deep_runs.csv")
     for run in runs:
         blocks += _layer_readouts(root, run, report)
     for run in runs:
@@ -571,5 +869,6 @@ def _record_table(record: Mapping[str, Any]) -> tuple[Table, list[str]]:
     return Table(("quantity", *headers), rows, (False, *(True for _ in layers))), names
 
 
-__all__ = ["PROBES", "Run", "analyze_files", "collapse_warnings", "csv_table", "load_runs", "markdown_table",
-           "results_blocks", "rows_csv", "write_report"]
+__all__ = ["PROBES", "DeepRun", "Run", "analyze_files", "collapse_warnings", "csv_table", "deep_comparison",
+           "deep_results_files", "load_deep_runs", "load_runs", "markdown_table", "results_blocks", "rows_csv",
+           "write_report"]

@@ -227,3 +227,66 @@ def collapse_sentences(rows: Sequence[Row], threshold: float = COLLAPSE_FRACTION
             out.append(f"Not caused by training: {row.label}: {state}, but {earlier:.0f} already did before "
                        f"training ({what}).")
     return out
+
+
+# ---------------------------------------------------------------- deep runs side by side
+
+# Differences of exactly the tolerance are ties: 0.620 - 0.615 must not come out as 0.005000000000000004.
+ROUNDING = 1e-12
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _ranked(entries: Sequence[tuple[str, float, int]], tol: float, what: str) -> str:
+    """``<what>, best is A (53.5% at layer 8), 2.1 points ahead of B (51.4% at layer 8).`` with ties named together;
+    ``entries`` are (run, readout, layer)."""
+    ranked = sorted(entries, key=lambda e: -e[1])
+    top = ranked[0][1]
+    best = [e for e in ranked if top - e[1] <= tol + ROUNDING]
+    rest = ranked[len(best):]
+    names = [f"{run} ({_pct(value)} at layer {layer})" for run, value, layer in best]
+    if len(best) == 1:
+        text = f"{what}, best is {names[0]}"
+    else:
+        text = f"{what}, {_join(names)} are best, within {100 * tol:.1f} points of each other"
+    if rest:
+        run, value, layer = rest[0]
+        text += f", {100 * (top - value):.1f} points ahead of {run} ({_pct(value)} at layer {layer})"
+    return text + "."
+
+
+def deep_sentences(trained: Mapping[str, Sequence[float]], init: Mapping[str, Sequence[float]],
+                   tol: float = MIN_TOLERANCE, init_label: Mapping[str, str] | None = None) -> list[str]:
+    """Sentences on deep runs' per-layer linear readouts (fractions, layer 1 first).
+
+    ``trained``: run -> readout per layer; ``init``: run -> the readout per layer of its network at random
+    initialisation (runs without one are left out of that comparison); ``init_label``: run -> the name of
+    its initialisation row (default ``the random initialisation``). Differences up to ``tol`` are ties.
+    Sentences: the best run at the final layer, the best run at its best layer with every run's best
+    layer, and each run against its random initialisation at the final layer.
+    """
+    runs = {run: list(values) for run, values in trained.items() if values}
+    if not runs:
+        return []
+    out = []
+    if len(runs) > 1:
+        out.append(_ranked([(run, v[-1], len(v)) for run, v in runs.items()], tol, "At the final layer"))
+    best_layer = {run: max(range(len(v)), key=lambda i: v[i]) for run, v in runs.items()}
+    entries = [(run, runs[run][i], i + 1) for run, i in best_layer.items()]
+    if len(runs) > 1:
+        out.append(_ranked(entries, tol, "At each run's best layer"))
+    out.append("Best layer of each run: " + "; ".join(
+        f"{run}: layer {layer} of {len(runs[run])} ({_pct(value)})" for run, value, layer in entries) + ".")
+    for run, values in runs.items():
+        start = init.get(run)
+        if not start or len(start) < len(values):
+            continue
+        a, b = values[-1], start[len(values) - 1]
+        verdict = _judge(a, b, tol + ROUNDING)
+        gap = f"within {100 * tol:.1f} points" if verdict == "tie" else f"{100 * (a - b):+.1f} points"
+        name = (init_label or {}).get(run, "the random initialisation")
+        out.append(f"{run} vs {name} at the final layer (layer {len(values)}): {verdict} "
+                   f"({_pct(a)} vs {_pct(b)}, {gap}).")
+    return out
