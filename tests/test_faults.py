@@ -18,21 +18,24 @@ from lpl.train.checkpoint import CheckpointFolder, load_checkpoint
 from lpl.validation import LPLError
 
 DENSE = ["--dataset", "shapes", "--dims", "1024", "16", "--batch-size", "16"]
+DEEP = ["--dataset", "shapes", "--channels", "4", "8", "--pool-after", "1", "--batch-size", "16",
+        "--eval-train", "64", "--eval-epochs", "1"]
 RUNS = {
     "train": (DENSE, "activations_after.pt", "lpl_weights.pt"),
     "train-hierarchical": (["--dims", "1024", "16", "8", "--batch-size", "16"],
                            "hierarchical_activations_after.pt", "hierarchical_lpl_weights.pt"),
     "train-byol": (["--dataset", "shapes", "--batch-size", "8"], "byol_shapes_embeddings_after.pt",
                    "byol_shapes_weights.pt"),
-    "train-deep": (["--dataset", "shapes", "--channels", "4", "8", "--pool-after", "1", "--batch-size", "16",
-                    "--eval-train", "64", "--eval-epochs", "1"],
-                   "deep_lpl_activations_after.pt", "deep_lpl_weights.pt"),
+    "train-deep": (DEEP, "deep_lpl_activations_after.pt", "deep_lpl_weights.pt"),
+    "train-deep --objective byol": (DEEP, "deep_byol_activations_after.pt", "deep_byol_weights.pt"),
+    "train-deep --objective simclr --end-to-end": (DEEP, "deep_simclr_e2e_activations_after.pt",
+                                                   "deep_simclr_e2e_weights.pt"),
 }
 
 
 def _args(command: str, out: Path, steps: int = 6) -> list[str]:
     extra, _, _ = RUNS[command]
-    return [command, *extra, "--steps", str(steps), "--log-every", "2", "--checkpoint-every", "2",
+    return [*command.split(), *extra, "--steps", str(steps), "--log-every", "2", "--checkpoint-every", "2",
             "--num-export", "48", "--output-dir", str(out), "--no-progress"]
 
 
