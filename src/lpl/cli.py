@@ -12,7 +12,7 @@ import torch
 
 from lpl.analysis.commands import AnalyzeConfig, CompareConfig, ReportConfig, analyze, compare, report
 from lpl.analysis.readout import ReadoutConfig, readout
-from lpl.config import parse_config
+from lpl.config import flag, parse_config
 from lpl.demo import DemoConfig, demo
 from lpl.reproduce import ReproduceConfig, reproduce
 from lpl.train.byol import BYOLConfig, train_byol
@@ -60,8 +60,18 @@ def _usage() -> str:
 
 
 def _fail(name: str, message: str, code: int = 2) -> int:
-    print(f"lpl {name}: error: {message}", file=sys.stderr)
+    print(f"{f'lpl {name}' if name else 'lpl'}: error: {message}", file=sys.stderr)
     return code
+
+
+# Flags that set how much memory a run takes, in the order to try lowering them.
+MEMORY_FLAGS = ("batch_size", "num_export", "eval_train")
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """A device's ``torch.OutOfMemoryError``, or the CPU allocator's (a plain ``RuntimeError``)."""
+    return isinstance(exc, torch.OutOfMemoryError | MemoryError) or (
+        isinstance(exc, RuntimeError) and "DefaultCPUAllocator" in str(exc))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,10 +89,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = command.run(config)
     except LPLError as exc:
         return _fail(name, str(exc))
-    except torch.OutOfMemoryError:
-        return _fail(name, "out of memory on the device; lower --batch-size (or --num-export / --eval-train)")
+    except (RuntimeError, MemoryError) as exc:
+        if not _out_of_memory(exc):
+            raise
+        known = [flag(f) for f in MEMORY_FLAGS if hasattr(config, f)]
+        return _fail(name, "out of memory" + (f"; lower {' or '.join(known)}" if known else ""))
     except KeyboardInterrupt:
-        return _fail(name, "interrupted; files written so far are complete, nothing was half-written",
+        again = "; continue with the same command plus --resume" if hasattr(config, "resume") else ""
+        return _fail(name, f"interrupted; files written so far are complete, nothing was half-written{again}",
                      EXIT_INTERRUPTED)
     except OSError as exc:
         if exc.errno not in (errno.EROFS, errno.EACCES, errno.ENOSPC, errno.ENOTDIR, errno.EEXIST, errno.EDQUOT):

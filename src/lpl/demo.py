@@ -3,12 +3,16 @@ analyse them against baselines and write the report; about a minute on 2 CPU cor
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from lpl.analysis.report import write_report
-from lpl.config import option
+from lpl.config import check_fields, option, require, require_positive
 from lpl.train.byol import BYOLConfig, train_byol
+from lpl.train.checkpoint import CheckpointFolder
 from lpl.train.dense import HIERARCHICAL, DenseConfig, train_dense
+from lpl.train.run import RunResult
 
 
 @dataclass
@@ -24,8 +28,20 @@ class DemoConfig:
     overwrite: bool = option(False, "replace the results of an earlier demo in --output-dir")
     progress: bool = option(True, "show progress bars")
 
+    def __post_init__(self) -> None:
+        check_fields(self)
+        require_positive(self, "lpl_steps", "byol_steps", "num_export")
+        require(not (self.resume and self.overwrite), "--resume and --overwrite exclude each other; pick one")
 
-def demo(config: DemoConfig) -> int:
+
+def _continued(run_config: Any) -> Any:
+    """``--resume``: a run with a checkpoint continues, one that never wrote one starts afresh."""
+    layout = run_config.layout()
+    started = CheckpointFolder(layout.weights, layout.name).latest() is not None
+    return dataclasses.replace(run_config, resume=started, overwrite=not started)
+
+
+def demo(config: DemoConfig) -> int | RunResult:
     common = {"output_dir": config.output_dir, "num_export": config.num_export, "seed": config.seed,
               "resume": config.resume, "overwrite": config.overwrite, "progress": config.progress}
     runs = [
@@ -38,10 +54,9 @@ def demo(config: DemoConfig) -> int:
     ]
     for number, (title, train, run_config) in enumerate(runs, 1):
         print(f"[{number}/{len(runs) + 1}] {title}", flush=True)
-        result = train(run_config)
+        result = train(_continued(run_config) if config.resume else run_config)
         if result.exit_code:
-            print(result.message)
-            return result.exit_code
+            return result  # its message says how to go on
     print(f"[{len(runs) + 1}/{len(runs) + 1}] analysis and report", flush=True)
     path = write_report(config.output_dir)
     print(f"\nreport: {path}\n" + path.with_name("comparison.csv").as_posix())

@@ -128,8 +128,24 @@ def check_output_dir(layout: RunLayout, resume: bool, overwrite: bool) -> None:
         raise LPLError(f"--output-dir {root} is not writable ({exc.strerror}); choose another --output-dir") from None
 
 
+LINE_WIDTH = 100  # printed diagnostics wrap here
+
+
+def _wrap(items: list[str], indent: int) -> list[str]:
+    """The items two spaces apart on lines of at most ``LINE_WIDTH`` characters, the continuation
+    lines indented by ``indent``."""
+    lines = [items[0]]
+    for item in items[1:]:
+        if len(lines[-1]) + 2 + len(item) > LINE_WIDTH:
+            lines.append(" " * indent + item)
+        else:
+            lines[-1] += "  " + item
+    return lines
+
+
 def format_record(record: dict[str, Any], total_steps: int) -> str:
-    """One short line, plus one per layer for multi-layer records (``layer<k>_<name>`` keys)."""
+    """A few short lines: the step and run-wide values, then those of each layer of multi-layer records
+    (``layer<k>_<name>`` keys)."""
     def value(v: Any) -> str:
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -143,7 +159,11 @@ def format_record(record: dict[str, Any], total_steps: int) -> str:
             layers.setdefault(layer[5:], []).append(f"{name} {value(v)}")
         else:
             head.append(f"{key} {value(v)}")
-    return "\n".join(["  ".join(head), *(f"  layer {k}: " + "  ".join(v) for k, v in layers.items())])
+    lines = _wrap(head, len(head[0]) + 2)
+    for k, items in layers.items():
+        prefix = f"  layer {k}: "
+        lines += _wrap([prefix + items[0], *items[1:]], len(prefix))
+    return "\n".join(lines)
 
 
 class TrainingRun:

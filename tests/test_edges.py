@@ -1,0 +1,292 @@
+"""Rough edges a fuzz pass found: each must end in one clear error line (``lpl <command>: error: ...``)
+and an exit code, never a traceback, and leave no half-written file behind."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import io
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+import lpl.analysis.commands
+import lpl.data
+import lpl.demo
+from lpl.cli import main
+from lpl.data.shapes import load_shapes
+from lpl.train import run as loop
+from lpl.train.byol import BYOLConfig
+from lpl.train.dense import DenseLPLStack
+
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+DENSE = ["--dataset", "shapes", "--dims", "1024", "16", "--batch-size", "16", "--num-export", "48", "--no-progress"]
+DEMO = ["--lpl-steps", "4", "--byol-steps", "2", "--num-export", "64", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def small_shapes(monkeypatch):
+    """16 sequences of shapes a split instead of 2000 and 1000: the runs here take a fraction of a second."""
+    monkeypatch.setattr(lpl.data, "load_shapes", lambda train=True: load_shapes(train, num_sequences=16))
+
+
+@pytest.fixture
+def quick_demo(monkeypatch):
+    """The demo's BYOL on batches of 4 and its analysis and report (seconds of probes and figures)
+    replaced by one small file."""
+    monkeypatch.setattr(lpl.demo, "BYOLConfig", functools.partial(BYOLConfig, batch_size=4))
+
+    def write_report(output_dir):
+        path = Path(output_dir) / "report" / "report.md"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("report\n")
+        return path
+
+    monkeypatch.setattr(lpl.demo, "write_report", write_report)
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    """Exit status, stdout and stderr of ``lpl <argv>`` (a bad flag exits from argparse)."""
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def error_line(err: str, command: str) -> str:
+    """The one line of ``err``, which must be an ``lpl <command>: error:`` line and no traceback."""
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"lpl {command}: error:"), err
+    return lines[0]
+
+
+def files(folder: Path) -> dict[Path, tuple[int, bytes]]:
+    """Every file under ``folder`` with its modification time and contents."""
+    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ---------------------------------------------------------------------------------------- flags
+@pytest.mark.parametrize("argv, code, fragment", [
+    # 1. --output-dir that is a file (or below one)
+    (["train", *DENSE, "--output-dir", "{tmp}/file"], 2, "{tmp}/file is a file, not a folder"),
+    (["train", *DENSE, "--output-dir", "{tmp}/file/sub"], 2, "{tmp}/file is a file, not a folder"),
+    (["train-deep", "--dataset", "shapes", "--channels", "4", "8", "--pool-after", "1", "--no-progress",
+      "--output-dir", "{tmp}/file"], 2, "{tmp}/file is a file, not a folder"),
+    (["demo", *DEMO, "--output-dir", "{tmp}/file"], 2, "{tmp}/file is a file, not a folder"),
+    # 3. devices that are not there
+    (["train", "--device", "tpu"], 2, "--device 'tpu' is not a torch device"),
+    (["train-deep", "--device", "tpu"], 2, "--device 'tpu' is not a torch device"),
+    (["train", "--device", "mps"], 2, "only cpu and cuda are supported"),
+    pytest.param(["train", "--device", "cuda:7"], 2, "CUDA is not available", marks=NO_CUDA),
+    pytest.param(["train-byol", "--device", "cuda:7"], 2, "CUDA is not available", marks=NO_CUDA),
+    # 9. values that are not finite or negative
+    (["train", "--lr-hebb", "nan"], 2, "--lr-hebb must be a finite number"),
+    (["train", "--lr-hebb", "inf"], 2, "--lr-hebb must be a finite number"),
+    (["train", "--max-shift", "-3"], 2, "--max-shift must be >= 0"),
+    (["demo", "--lpl-steps", "0"], 2, "--lpl-steps must be positive"),
+    (["demo", "--resume", "--overwrite"], 2, "exclude each other"),
+    # 10. a bad flag: one line, not the usage
+    (["train", "--no-such-flag"], 2, "unrecognized arguments: --no-such-flag"),
+    (["demo", "--device", "cpu"], 2, "unrecognized arguments: --device cpu"),
+])
+def test_bad_command_lines_exit_with_one_error_line(argv, code, fragment, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_text("not a folder\n")
+    before = files(tmp_path)
+    status, _, err = run([a.replace("{tmp}", str(tmp_path)) for a in argv], capsys)
+    assert status == code
+    assert fragment.replace("{tmp}", str(tmp_path)) in error_line(err, argv[0])
+    assert files(tmp_path) == before  # nothing written
+
+
+def test_unknown_command_has_no_empty_command_name(capsys):
+    status, _, err = run(["nonsense"], capsys)
+    assert status == 2 and err.startswith("lpl: error: unknown command 'nonsense'")
+
+
+# ---------------------------------------------------------------------------------------- 2. read-only
+def read_only(monkeypatch, folder: Path) -> None:
+    """Make writes under ``folder`` fail as on a read-only file system.
+
+    Mode 0o555 alone stops no one running as root (as tests here often do), so then every way our code
+    creates files and folders is made to fail with EROFS under ``folder``.
+    """
+    folder.chmod(0o555)
+    if not os.access(folder, os.W_OK):
+        return
+
+    def failing(real, writes=lambda *args, **kwargs: True):
+        def call(path, *args, **kwargs):
+            inside = isinstance(path, str | os.PathLike) and Path(path).absolute().is_relative_to(folder)
+            if inside and writes(*args, **kwargs):
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+            return real(path, *args, **kwargs)
+        return call
+
+    monkeypatch.setattr(os, "mkdir", failing(os.mkdir))
+    monkeypatch.setattr(os, "open", failing(os.open, lambda flags, *_, **__: flags & (os.O_WRONLY | os.O_RDWR)))
+    monkeypatch.setattr(io, "open", failing(io.open, lambda mode="r", *_, **__: any(c in mode for c in "wax+")))
+
+
+@pytest.mark.parametrize("argv", [["train", *DENSE, "--steps", "2"], ["demo", *DEMO]])
+def test_read_only_output_dir_is_one_line_and_writes_nothing(argv, tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    try:
+        read_only(monkeypatch, folder)
+        status, _, err = run([*argv, "--output-dir", str(folder / "out")], capsys)
+    finally:
+        folder.chmod(0o755)
+    assert status == 2
+    line = error_line(err, argv[0])
+    assert f"--output-dir {folder / 'out'} is not writable" in line and "choose another --output-dir" in line
+    assert not [p for p in folder.rglob("*") if p.is_file()]
+
+
+def test_disk_full_mid_run_is_one_line_and_leaves_no_partial_file(tmp_path, monkeypatch, capsys):
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    status, _, err = run(["train", *DENSE, "--steps", "2", "--output-dir", str(tmp_path / "out")], capsys)
+    assert status == 2
+    line = error_line(err, "train")
+    assert f"cannot write {tmp_path / 'out'}" in line and "(No space left on device)" in line
+    assert not list((tmp_path / "out").rglob("*.tmp")) and not list((tmp_path / "out").rglob("*.json"))
+
+
+# ---------------------------------------------------------------------------------------- 4. memory
+@pytest.mark.parametrize("error", [
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+                 "tried to allocate 4611686018427387904 bytes. Error code 12 (Cannot allocate memory)"),
+], ids=["device", "cpu"])
+def test_batch_too_large_for_memory_suggests_a_smaller_batch(error, tmp_path, monkeypatch, capsys):
+    def allocate(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(DenseLPLStack, "plasticity_step", allocate)
+    status, _, err = run(["train", *DENSE, "--steps", "2", "--output-dir", str(tmp_path / "out")], capsys)
+    assert status == 2
+    assert "out of memory; lower --batch-size or --num-export" in error_line(err, "train")
+
+
+def test_other_runtime_errors_are_not_mistaken_for_memory(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(DenseLPLStack, "plasticity_step", broken)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        main(["train", *DENSE, "--steps", "2", "--output-dir", str(tmp_path / "out")])
+
+
+# ---------------------------------------------------------------------------------------- 5, 7. Ctrl-C
+def test_ctrl_c_in_analyze_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lpl.analysis.commands, "load_runs", interrupted)
+    exports = tmp_path / "lpl_activations_after.pt"
+    exports.write_bytes(b"")
+    status, out, err = run(["analyze", str(exports), "--csv", str(tmp_path / "table.csv")], capsys)
+    assert status == loop.EXIT_INTERRUPTED
+    line = error_line(err, "analyze")
+    assert "interrupted" in line and "--resume" not in line  # analyze has nothing to resume
+    assert not (tmp_path / "table.csv").exists() and not out
+
+
+def test_ctrl_c_in_the_demo_says_resume_and_resume_finishes(tmp_path, monkeypatch, capsys, quick_demo):
+    out = tmp_path / "demo"
+    argv = ["demo", *DEMO, "--output-dir", str(out)]
+    # Ctrl-C during the second run: it checkpoints and stops; the third never starts.
+    write_log, sent = loop.atomic_write_jsonl, []
+
+    def ctrl_c_in_second_run(records, path):
+        write_log(records, path)
+        if path.name.startswith("hierarchical") and not sent:
+            sent.append(os.kill(os.getpid(), signal.SIGINT))
+
+    monkeypatch.setattr(loop, "atomic_write_jsonl", ctrl_c_in_second_run)
+    status, _, err = run(argv, capsys)
+    monkeypatch.setattr(loop, "atomic_write_jsonl", write_log)
+    assert status == loop.EXIT_INTERRUPTED
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "continue with the same command plus --resume" in err
+    assert not (out / "activations" / "hierarchical_activations_after.pt").exists()
+    assert not list(out.rglob("byol*")) and not (out / "report").exists()
+
+    # --resume: the second run continues, the third starts; then Ctrl-C in the analysis step.
+    report = lpl.demo.write_report
+
+    def ctrl_c(output_dir):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lpl.demo, "write_report", ctrl_c)
+    status, stdout, err = run([*argv, "--resume"], capsys)
+    assert status == loop.EXIT_INTERRUPTED, err
+    assert "resuming 'hierarchical_lpl'" in stdout and "[4/4] analysis and report" in stdout
+    assert "continue with the same command plus --resume" in error_line(err, "demo")
+    assert not (out / "report").exists()
+    assert all((out / "activations" / f"{stem}_after.pt").is_file()
+               for stem in ("activations", "hierarchical_activations", "byol_shapes_embeddings"))
+
+    monkeypatch.setattr(lpl.demo, "write_report", report)
+    status, stdout, err = run([*argv, "--resume"], capsys)
+    assert status == 0, err
+    assert (out / "report" / "report.md").is_file() and f"report: {out / 'report' / 'report.md'}" in stdout
+
+
+# ---------------------------------------------------------------------------------------- 6. a second demo
+def test_second_demo_refuses_then_overwrites_or_resumes(tmp_path, capsys, quick_demo):
+    out = tmp_path / "demo"
+    argv = ["demo", *DEMO, "--output-dir", str(out)]
+    assert run(argv, capsys)[0] == 0
+    first = files(out)
+
+    status, _, err = run(argv, capsys)
+    assert status == 2
+    line = error_line(err, "demo")
+    assert "already holds results" in line and "--overwrite" in line and "--resume" in line
+    assert files(out) == first  # untouched
+
+    status, stdout, err = run([*argv, "--resume"], capsys)
+    assert status == 0, err
+    assert stdout.count("resuming '") == 3 and "report:" in stdout
+
+    assert run([*argv, "--overwrite"], capsys)[0] == 0
+    replaced = files(out)
+    config = out / "logs" / "lpl_config.json"
+    assert replaced[config][0] > first[config][0] and b'"resumed_from": null' in replaced[config][1]
+    assert not set(first) - set(replaced)
+
+
+# ---------------------------------------------------------------------------------------- 8. umask
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_output_files_follow_the_umask(umask, mode, tmp_path, capsys):
+    previous = os.umask(umask)
+    try:
+        status, _, err = run(["train", *DENSE, "--steps", "2", "--checkpoint-every", "1",
+                              "--output-dir", str(tmp_path / "out")], capsys)
+    finally:
+        os.umask(previous)
+    assert status == 0, err
+    written = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert {p.suffix for p in written} >= {".json", ".jsonl", ".pt", ".ckpt"}
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in written} == {p.name: oct(mode) for p in written}
+
+
+# ---------------------------------------------------------------------------------------- 11. short lines
+def test_multi_layer_diagnostics_fit_in_120_columns(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    status, out, err = run(["train-hierarchical", "--dims", "1024", "16", "8", "--steps", "4", "--log-every", "2",
+                            "--batch-size", "16", "--num-export", "48", "--no-progress", "--output-dir", "out"], capsys)
+    assert status == 0, err
+    assert "layer 2:" in out
+    assert max(map(len, out.splitlines())) <= 120, out
