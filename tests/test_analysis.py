@@ -1,11 +1,17 @@
 import pytest
 import torch
 
-from lpl.analysis import metrics
+from lpl.analysis import metrics, probes
 from lpl.analysis.evaluate import consecutive_pairs, load_representations
 from lpl.analysis.report import collapse_warnings, markdown_table
 from lpl.cli import main
 from lpl.validation import LPLError
+
+
+@pytest.fixture(autouse=True)
+def baseline_cache(tmp_path, monkeypatch):
+    """Baselines cached in the test's own folder, never in the user's cache."""
+    monkeypatch.setenv("LPL_CACHE_DIR", str(tmp_path / "cache"))
 
 
 def test_participation_ratio_of_isotropic_and_rank_one_data():
@@ -38,15 +44,15 @@ def test_probes_reach_perfect_accuracy_on_separable_data_and_chance_on_shuffled_
     labels = torch.arange(1000) % 4
     x = torch.nn.functional.one_hot(labels, 4).float() * 5 + torch.randn(1000, 4, generator=g) * 0.3
     x = torch.cat((x, torch.randn(1000, 12, generator=g)), dim=1)
-    scores = metrics.probe_scores(x, labels)
+    scores = probes.probe_scores(x, labels)
     assert scores["linear_probe"] > 0.99 and scores["knn20"] > 0.99
     shuffled = labels[torch.randperm(1000, generator=g)]
-    chance = metrics.probe_scores(x, shuffled)
+    chance = probes.probe_scores(x, shuffled)
     assert abs(chance["linear_probe"] - 0.25) < 0.08 and abs(chance["knn20"] - 0.25) < 0.08
 
 
 def test_probe_split_is_disjoint_and_contiguous():
-    train, test = metrics.probe_split(10)
+    train, test = probes.probe_split(10)
     assert train.tolist() == list(range(7)) and test.tolist() == [7, 8, 9]
 
 

@@ -1,7 +1,7 @@
 """Statistics of a representation ``x`` (N, M) with labels ``y`` (N,): units, similarity, projections.
 
-The probes live in ``lpl.analysis.probes``; ``probe_split``, ``knn_accuracy`` and ``probe_scores``
-are re-exported here for code that imports them from this module.
+The probes live in ``lpl.analysis.probes``; ``probe_split`` and ``knn_accuracy`` are re-exported here
+for code that imports them from this module.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lpl.analysis.probes import knn_accuracy, probe_scores, probe_split
+from lpl.analysis.probes import knn_accuracy, probe_split, threads
 
 COLLAPSE_STD = 0.1
 # Above this many units (or samples, for the Gram matrix) the covariance is taken in float32.
@@ -19,7 +19,7 @@ FLOAT64_UNITS = 1024
 FLOAT64_ELEMENTS = 4_000_000
 
 __all__ = ["COLLAPSE_STD", "class_similarity", "collapsed_units", "covariance", "knn_accuracy", "pair_similarity",
-           "participation_ratio", "pca_projection", "probe_scores", "probe_split", "random_projection",
+           "participation_ratio", "pca_projection", "probe_split", "random_projection", "top_eigenvectors",
            "unit_statistics"]
 
 
@@ -145,17 +145,29 @@ def top_eigenvectors(sym: Tensor, k: int, iterations: int = 12, seed: int = 0) -
     """
     k = min(k, len(sym))
     if len(sym) <= FLOAT64_UNITS or 4 * k >= len(sym):
-        return torch.linalg.eigh(sym.double())[1].flip(1)[:, :k].to(sym.dtype)
+        with threads(1 if len(sym) <= FLOAT64_UNITS else torch.get_num_threads()):
+            return torch.linalg.eigh(sym.double())[1].flip(1)[:, :k].to(sym.dtype)
     generator = torch.Generator().manual_seed(seed)
     basis = torch.randn(len(sym), 2 * k, generator=generator, dtype=sym.dtype)
     for _ in range(iterations):
         basis = torch.linalg.qr(sym @ basis).Q
-    _, rotation = torch.linalg.eigh((basis.T @ sym @ basis).double())
+    with threads(1):
+        _, rotation = torch.linalg.eigh((basis.T @ sym @ basis).double())
     return basis @ rotation.flip(1)[:, :k].to(sym.dtype)
 
 
 def pca_projection(x: Tensor, width: int, cov: Tensor | None = None) -> Tensor:
-    """Baseline: the top ``width`` principal components of x (``cov``: ``covariance(x)`` if known)."""
+    """Baseline: the top ``width`` principal components of x (``cov``: ``covariance(x)`` if known).
+
+    With fewer samples than units, from the eigenvectors u of the Gram matrix: ``xc v = u s``.
+    """
+    width = min(width, *x.shape)
+    if len(x) < x.shape[1]:
+        xc = _centred(x, len(x))
+        gram = (xc @ xc.T).double()
+        with threads(1 if len(x) <= FLOAT64_UNITS else torch.get_num_threads()):
+            eig, vectors = torch.linalg.eigh(gram)
+        return (vectors[:, -width:] * eig[-width:].clamp_min(0).sqrt()).flip(1).float()
     cov = covariance(x) if cov is None else cov
     xc = x.to(cov.dtype) - x.to(cov.dtype).mean(dim=0)
     return (xc @ top_eigenvectors(cov, width)).float()

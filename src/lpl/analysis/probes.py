@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 # Above this many features the probe runs in float32 (memory-bound passes over the data), below in float64.
 FLOAT32_FEATURES = 512
+# Probes on at most this many samples x features run single-threaded.
+SMALL_PROBLEM = 1 << 22
 
 
 def probe_split(n: int, test_fraction: float = 0.3) -> tuple[Tensor, Tensor]:
@@ -27,48 +32,110 @@ def standardise(train: Tensor, test: Tensor) -> tuple[Tensor, Tensor]:
     return (train - mean) / std, (test - mean) / std
 
 
+@contextmanager
+def threads(count: int) -> Iterator[None]:
+    """Run the block on at most ``count`` threads: small problems (and LAPACK on small matrices) lose more
+    to thread hand-offs than they gain, badly so on a busy machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(min(count, previous))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _lbfgs(objective: Callable[[Tensor], tuple[float, Tensor, float]], x: Tensor, max_iter: int, tol: float,
+           ftol: float, memory: int = 20) -> Tensor:
+    """Minimise a smooth strongly convex function by L-BFGS with a backtracking (Armijo) line search.
+
+    ``objective(x) -> (value, gradient, residual)``; stops once ``residual <= tol``, the value no longer
+    drops by ``ftol`` relative, or after ``max_iter`` steps. Strong convexity keeps every ``s.y > 0``.
+    """
+    def dot(a: Tensor, b: Tensor) -> float:
+        return float(torch.dot(a.reshape(-1), b.reshape(-1)))
+
+    value, grad, residual = objective(x)
+    history: list[tuple[Tensor, Tensor, float]] = []
+    for _ in range(max_iter):
+        if residual <= tol:
+            break
+        direction, alphas = -grad, []
+        for s, y, rho in reversed(history):
+            alphas.append(rho * dot(s, direction))
+            direction = direction.sub(y, alpha=alphas[-1])
+        if history:
+            direction = direction.mul(dot(history[-1][0], history[-1][1]) / dot(history[-1][1], history[-1][1]))
+        for (s, y, rho), alpha in zip(history, reversed(alphas)):
+            direction = direction.add(s, alpha=alpha - rho * dot(y, direction))
+        slope, step = dot(grad, direction), 1.0
+        while True:
+            candidate = x.add(direction, alpha=step)
+            new_value, new_grad, new_residual = objective(candidate)
+            if new_value <= value + 1e-4 * step * slope:
+                break
+            step /= 2
+            if step < 1e-10:
+                return x
+        s, y = candidate - x, new_grad - grad
+        if (sy := dot(s, y)) > 0:
+            history = [*history[-memory + 1:], (s, y, 1 / sy)]
+        stalled = value - new_value <= ftol * max(abs(value), abs(new_value), 1.0)
+        x, value, grad, residual = candidate, new_value, new_grad, new_residual
+        if stalled:
+            break
+    return x
+
+
+def _row_space(z: Tensor, z_test: Tensor) -> tuple[Tensor, Tensor]:
+    """Both in an orthonormal basis of the span of z's rows (n < d): the fitted weights lie there, and the
+    penalty ||W||^2 is the same in any orthonormal basis, so the problem is unchanged but n-dimensional."""
+    with threads(1):
+        eig, vectors = torch.linalg.eigh(z.double() @ z.double().T)
+    keep = eig > eig.max() * 1e-10 * len(z)
+    basis = z.double().T @ (vectors[:, keep] / eig[keep].sqrt())
+    dtype = torch.float32 if basis.shape[1] > FLOAT32_FEATURES else torch.float64
+    return (z.double() @ basis).to(dtype), (z_test.double() @ basis).to(dtype)
+
+
 def linear_probe_accuracy(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor,
                           c: float = 1.0, max_iter: int = 500, tol: float = 1e-5) -> float:
     """Multinomial logistic regression on standardised features; fitted on train only, scored on test.
 
-    The objective is sklearn's ``LogisticRegression(C=c)``: summed log-loss + ||W||^2 / (2c), intercept
-    unpenalised, binomial for two classes. Solved full-batch by L-BFGS (strong Wolfe) in variables
-    ``G = L^T W`` preconditioned by the Cholesky factor ``L L^T = H`` of ``H = cov / 4 + penalty``, an
-    estimate of the loss Hessian that makes the problem well conditioned however correlated the features.
+    The objective is sklearn's ``LogisticRegression(C=c)``: mean log-loss + ||W||^2 / (2 c n), intercept
+    unpenalised, binomial for two classes; fitted until every gradient entry is below ``tol``. Solved
+    full-batch by L-BFGS in variables ``G = L^T W``, where ``L L^T = Z^T Z / 4n + penalty`` bounds the loss
+    Hessian: the problem is then well conditioned however correlated the features.
     """
     classes, y = torch.unique(y_train, return_inverse=True)
     if len(classes) < 2:
         return float((y_test == classes[0]).double().mean())
     dtype = torch.float32 if x_train.shape[1] > FLOAT32_FEATURES else torch.float64
     z, z_test = standardise(x_train.to(dtype), x_test.to(dtype))
-    n, d = z.shape
-    k = len(classes)
+    if 2 * len(z) <= z.shape[1]:
+        z, z_test = _row_space(z, z_test)
+    (n, d), k, dtype = z.shape, len(classes), z.dtype
     # Two classes: a softmax over two weight vectors with the same penalty is the binomial model at half of it.
     penalty = (2.0 if k == 2 else 1.0) / (c * n)
-    hessian = z.T @ z
-    hessian.mul_(0.25 / n).diagonal().add_(penalty)
-    lower = torch.linalg.cholesky(hessian)
-    inverse = torch.linalg.solve_triangular(lower, torch.eye(d, dtype=dtype), upper=False)  # L^-1
-    del hessian, lower
     onehot = F.one_hot(y, k).to(dtype)
-    g = torch.zeros(d, k, dtype=dtype, requires_grad=True)
-    b = torch.zeros(k, dtype=dtype, requires_grad=True)
+    with threads(1 if n * d <= SMALL_PROBLEM else torch.get_num_threads()):
+        hessian = z.T @ z
+        hessian.mul_(0.25 / n).diagonal().add_(penalty)
+        lower = torch.linalg.cholesky(hessian)
+        inverse = torch.linalg.solve_triangular(lower, torch.eye(d, dtype=dtype), upper=False)  # L^-1
+        del hessian, lower
 
-    def closure() -> Tensor:
-        with torch.no_grad():
-            w = (g.T @ inverse).T  # W = L^-T G
-            logits = torch.addmm(b, z, w)
-            loss = (logits.logsumexp(1) - (logits * onehot).sum(1)).mean() + 0.5 * penalty * w.square().sum()
+        def objective(x: Tensor) -> tuple[float, Tensor, float]:
+            """x: G (d, k) over the intercept (1, k); the value, its gradient and the largest one in W."""
+            w = (x[:-1].T @ inverse).T  # W = L^-T G
+            logits = torch.addmm(x[-1], z, w)
+            value = (logits.logsumexp(1) - (logits * onehot).sum(1)).mean() + 0.5 * penalty * w.square().sum()
             residual = logits.softmax(1).sub_(onehot).div_(n)
-            g.grad = (inverse @ (residual.T @ z).T.add_(w, alpha=penalty)).contiguous()
-            b.grad = residual.sum(0)
-        return loss
+            grad_w = (residual.T @ z).T.add_(w, alpha=penalty)
+            grad_b = residual.sum(0, keepdim=True)
+            return float(value), torch.cat((inverse @ grad_w, grad_b)), float(torch.cat((grad_w, grad_b)).abs().max())
 
-    optimiser = torch.optim.LBFGS([g, b], lr=1, max_iter=max_iter, tolerance_grad=tol, history_size=20,
-                                  line_search_fn="strong_wolfe")
-    optimiser.step(closure)
-    with torch.no_grad():
-        predicted = classes[torch.addmm(b, z_test, (g.T @ inverse).T).argmax(1)]
+        x = _lbfgs(objective, torch.zeros(d + 1, k, dtype=dtype), max_iter, tol, 10 * torch.finfo(dtype).eps)
+        predicted = classes[torch.addmm(x[-1], z_test, (x[:-1].T @ inverse).T).argmax(1)]
     return float((predicted == y_test).double().mean())
 
 
