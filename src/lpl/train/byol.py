@@ -18,7 +18,7 @@ from lpl.data.images import to_unit_float
 from lpl.data.pairs import PairStream
 from lpl.io import atomic_torch_save, atomic_write_json
 from lpl.layout import RunLayout, save_export
-from lpl.train.run import RunResult, Schedule, StateGroup, TrainingRun
+from lpl.train.run import RunResult, Schedule, StateGroup, TrainingRun, check_output_dir
 
 
 @dataclass
@@ -58,6 +58,7 @@ class History(list):
 
 def train_byol(config: BYOLConfig) -> RunResult:
     device, layout = torch.device(config.device), config.layout()
+    check_output_dir(layout, config.resume, config.overwrite)  # before the data are loaded
     train, test = load_splits(config.dataset, config.data_dir, config.download, image_size=config.image_size)
     test_images = to_unit_float(test.images[: config.num_export]).to(device)
     test_labels = test.labels[: config.num_export].clone()

@@ -34,7 +34,7 @@ from lpl.heads import ObjectiveName, build_model, byol_momentum
 from lpl.io import atomic_torch_save
 from lpl.layout import RunLayout, save_export
 from lpl.objective import LPLObjective
-from lpl.train.run import RunResult, Schedule, StateGroup, TrainingRun
+from lpl.train.run import RunResult, Schedule, StateGroup, TrainingRun, check_output_dir
 
 
 @dataclass
@@ -242,6 +242,7 @@ class DeepTrainer:
 def train_deep(config: DeepConfig) -> RunResult:
     """Train, export features before and after, then fit the per-layer readouts (``--evaluate``)."""
     rank, world, device = join_process_group(config)
+    check_output_dir(config.layout(rank), config.resume, config.overwrite)  # before the data are loaded
     train, test = load_splits(config.dataset, config.data_dir, config.download, image_size=config.image_size)
     schedule, per_epoch = schedule_for(config, len(train))
     trainer = DeepTrainer(config, train, schedule, per_epoch, rank, world, device)

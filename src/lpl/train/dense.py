@@ -19,7 +19,7 @@ from lpl.layers import DENSE_RATES, DenseLPLStack, GradMethod, Plasticity
 from lpl.layout import RunLayout, save_export
 from lpl.objective import LPLObjective
 from lpl.rules import Reduction
-from lpl.train.run import RunResult, Schedule, StateGroup, TrainingRun
+from lpl.train.run import RunResult, Schedule, StateGroup, TrainingRun, check_output_dir
 
 
 @dataclass
@@ -97,6 +97,7 @@ def nonfinite_parts(outputs: list[torch.Tensor], norms: torch.Tensor) -> str:
 
 def train_dense(config: DenseConfig) -> RunResult:
     device = torch.device(config.device)
+    check_output_dir(config.layout(), config.resume, config.overwrite)  # before the data are loaded
     train, test = load_splits(config.dataset, config.data_dir, config.download, config.dims[0], config.image_size)
     eval_inputs, eval_labels = test.flat_float(config.num_export).to(device), test.labels[: config.num_export].clone()
     augment = WeakAugmentSpec(config.max_shift, config.flip, config.jitter, config.jitter)

@@ -17,8 +17,10 @@ optionally every N steps, always at the end). A trainer's loop then reads::
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -119,11 +121,11 @@ def check_output_dir(layout: RunLayout, resume: bool, overwrite: bool) -> None:
         names = ", ".join(str(p) for p in existing[:3])
         raise LPLError(f"{root} already holds results of an earlier '{layout.name}' run ({names}); pass "
                        f"--overwrite to replace them, --resume to continue, or another --output-dir")
+    nearest = next(p for p in (root, *root.parents) if p.exists())  # probed without creating folders
     try:
-        layout.logs.mkdir(parents=True, exist_ok=True)
-        probe = layout.logs / f".{layout.name}.write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        handle, probe = tempfile.mkstemp(dir=nearest, prefix=".lpl-write-test-")
+        os.close(handle)
+        os.unlink(probe)
     except OSError as exc:
         raise LPLError(f"--output-dir {root} is not writable ({exc.strerror}); choose another --output-dir") from None
 
