@@ -6,7 +6,8 @@
   float64 SVD for PCA and participation ratio, float64 ``corrcoef``, the N x N similarity matrix,
   one similarity matrix per kNN k) on the same file and images.
 
-Prints seconds, speed-ups and every figure of both, with the probe accuracies' differences in points.
+Prints wall and CPU seconds, speed-ups and every figure of both, with the probe accuracies' differences
+in points, and the load average (other work on the machine inflates wall times, especially multi-threaded).
 Without ``--file`` it builds a run folder (``activations/``, ``logs/*_config.json``, a CIFAR-10
 ``test_batch``) from the CIFAR-10 test JPEGs in ``--jpegs`` if present, else from synthetic images;
 the export is a fixed random two-layer squashed network of the images (128 units).
@@ -20,6 +21,7 @@ import argparse
 import json
 import os
 import pickle
+import resource
 import subprocess
 import sys
 import tempfile
@@ -132,12 +134,12 @@ def old_evaluate(x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     return old_unit_statistics(x) | old_probes(x, y) | old_class_similarity(x, y)
 
 
-def reference(path: Path) -> tuple[float, dict[str, dict[str, float]]]:
-    """The old ``analyze`` of one export and its three baselines: (seconds, name -> figures)."""
+def reference(path: Path) -> tuple[float, float, dict[str, dict[str, float]]]:
+    """The old ``analyze`` of one export and its three baselines: (wall s, CPU s, name -> figures)."""
     import warnings
 
     warnings.filterwarnings("ignore", module="sklearn")  # lbfgs stops at max_iter on the pixels
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     run = load_representations(path)
     inputs = inputs_of(run_config(path))
     assert inputs is not None, f"no run config or images found for {path}"
@@ -151,22 +153,27 @@ def reference(path: Path) -> tuple[float, dict[str, dict[str, float]]]:
     xc = pixels.double() - pixels.double().mean(dim=0)
     v = torch.linalg.svd(xc, full_matrices=False)[2]
     results[f"baseline/pca{width}"] = old_evaluate((xc @ v[:width].T).float(), inputs.labels)
-    return time.perf_counter() - start, results
+    return time.perf_counter() - start, cpu_seconds() - cpu, results
 
 
 # ---------------------------------------------------------------- the new one, end to end
 
-def lpl_analyze(path: Path, cache: Path, threads: int) -> tuple[float, dict[str, dict[str, float]]]:
-    """``lpl analyze PATH --csv`` in a fresh interpreter: (wall seconds, name less the run's stem -> figures)."""
+def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def lpl_analyze(path: Path, cache: Path, threads: int) -> tuple[float, float, dict[str, dict[str, float]]]:
+    """``lpl analyze PATH --csv`` in a fresh interpreter: (wall s, CPU s, name less the run's stem -> figures)."""
     table = cache.parent / "table.csv"
     env = dict(os.environ, LPL_CACHE_DIR=str(cache), OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds(resource.RUSAGE_CHILDREN)
     subprocess.run([sys.executable, "-m", "lpl.cli", "analyze", str(path), "--csv", str(table)], env=env,
                    check=True, stdout=subprocess.DEVNULL)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, cpu_seconds(resource.RUSAGE_CHILDREN) - cpu
     lines = [line.split(",") for line in table.read_text().splitlines()]
-    return seconds, {r[0].split("/", 1)[1]: {k: float(v) for k, v in zip(lines[0][1:], r[1:]) if v}
-                     for r in lines[1:]}
+    return seconds, cpu, {r[0].split("/", 1)[1]: {k: float(v) for k, v in zip(lines[0][1:], r[1:]) if v}
+                          for r in lines[1:]}
 
 
 def main() -> None:
@@ -183,14 +190,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = args.file or build_run(Path(tmp) / "run", args.samples, args.width, args.jpegs)
         cache = Path(tmp) / "cache"
-        cold, new = lpl_analyze(path, cache, args.threads)
-        warm = min(lpl_analyze(path, cache, args.threads)[0] for _ in range(args.warm_repeats))
-        print(f"new  `lpl analyze` (subprocess, {args.threads} threads): cold cache {cold:.1f} s, warm {warm:.1f} s")
+        print(f"load average before: {' '.join(f'{v:.1f}' for v in os.getloadavg())} ({os.cpu_count()} CPUs)")
+        cold, cold_cpu, new = lpl_analyze(path, cache, args.threads)
+        warm, warm_cpu, _ = min((lpl_analyze(path, cache, args.threads) for _ in range(args.warm_repeats)),
+                                key=lambda result: result[0])
+        print(f"new  `lpl analyze` (subprocess, {args.threads} threads): cold cache {cold:.1f} s "
+              f"(CPU {cold_cpu:.1f} s), warm {warm:.1f} s (CPU {warm_cpu:.1f} s)")
         if args.no_reference:
             return
-        old_seconds, old = reference(path)
-    print(f"old analyze (in-process): {old_seconds:.1f} s -> speed-up {old_seconds / cold:.1f}x cold, "
-          f"{old_seconds / warm:.1f}x warm")
+        old_seconds, old_cpu, old = reference(path)
+    print(f"old analyze (in-process): {old_seconds:.1f} s (CPU {old_cpu:.1f} s) -> speed-up {old_seconds / cold:.1f}x "
+          f"cold, {old_seconds / warm:.1f}x warm")
+    print(f"load average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     print(f"\n{'representation':<22} {'figure':<24} {'old':>9} {'new':>9} {'diff':>9}")
     for name, values in old.items():
         for key, before in values.items():

@@ -117,9 +117,10 @@ def evaluate(name: str, x: Tensor, labels: Tensor, frames: int = 1, probes: bool
              cov: Tensor | None = None) -> Evaluation:
     """Statistics, probes and invariance of one representation x (N, M); ``cov``: its covariance if known."""
     normalised = bool(torch.allclose(x.norm(dim=1), torch.ones(len(x)), atol=1e-4))
+    cov = metrics.covariance(x) if cov is None else cov
     values: dict[str, float] = dict(metrics.unit_statistics(x, normalised, cov))
     if probes:
-        values.update(probe_scores(x, labels))
+        values.update(probe_scores(x, labels, cov=cov))
     values.update(metrics.class_similarity(x, labels))
     if frames > 1:
         first, second = consecutive_pairs(len(x), frames)
