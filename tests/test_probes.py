@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from conftest import write_cifar_batch
 
 from lpl.analysis import evaluate, metrics
-from lpl.analysis.probes import knn_accuracies, knn_accuracy, linear_probe_accuracy
+from lpl.analysis.probes import knn_accuracies, knn_accuracy, linear_probe_accuracy, probe_scores
 
 
 def sklearn_probe(x_train, y_train, x_test, y_test) -> float:
@@ -52,6 +52,9 @@ def test_linear_probe_handles_absent_classes_constant_features_and_one_class():
     assert ours == pytest.approx(sklearn_probe(x[:450], y[:450], x[450:], y[450:]), abs=0.01)
     assert linear_probe_accuracy(x[:10], torch.zeros(10, dtype=torch.long), x[10:20], y[10:20]) == float(
         (y[10:20] == 0).double().mean())
+    flat, labels = torch.ones(30, 80), torch.tensor([0] * 12 + [1] * 8 + [2] * 10)  # no information: majority
+    assert linear_probe_accuracy(flat[:20], labels[:20], flat[20:], labels[20:]) == 0.0
+    assert linear_probe_accuracy(flat[:20], labels[:20], flat[:20], labels[:20]) == pytest.approx(0.6)
 
 
 def test_knn_for_several_k_at_once_equals_the_brute_force_vote():
@@ -136,3 +139,9 @@ def test_an_unreadable_cache_entry_is_recomputed(run_folder):
     entry.write_text("{not json")
     rows = evaluate.analyze_file(run_folder)
     assert len(rows) == 4 and json.loads(entry.read_text())[0]["name"] == "pixels"
+
+
+def test_a_known_feature_covariance_only_changes_the_path_not_the_probe():
+    x, y = blobs(1000, 40, 4, seed=6, correlated=True)
+    given = probe_scores(x, y, cov=metrics.covariance(x))
+    assert given["linear_probe"] == pytest.approx(probe_scores(x, y)["linear_probe"], abs=0.005)

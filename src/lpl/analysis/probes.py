@@ -94,6 +94,8 @@ def _row_space(z: Tensor, z_test: Tensor) -> tuple[Tensor, Tensor]:
     with threads(1):
         eig, vectors = torch.linalg.eigh(z.double() @ z.double().T)
     keep = eig > eig.max() * 1e-10 * len(z)
+    if not keep.any():  # every feature constant: only the intercept can be fitted
+        return z.new_zeros(len(z), 1), z_test.new_zeros(len(z_test), 1)
     basis = z.double().T @ (vectors[:, keep] / eig[keep].sqrt())
     dtype = torch.float32 if basis.shape[1] > FLOAT32_FEATURES else torch.float64
     return (z.double() @ basis).to(dtype), (z_test.double() @ basis).to(dtype)
