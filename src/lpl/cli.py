@@ -27,7 +27,7 @@ from lpl.validation import LPLError
 class Command:
     """A sub-command: its config dataclass, the function that runs it, and preset defaults."""
 
-    config: type
+    config: type[Any]
     run: Callable[[Any], Any]
     help: str
     preset: Mapping[str, Any] = field(default_factory=dict)

@@ -59,4 +59,6 @@ def gather_batch(z: Tensor) -> Tensor:
         return z
     from torch.distributed._functional_collectives import all_gather_tensor_autograd
 
-    return all_gather_tensor_autograd(z.contiguous(), gather_dim=0, group=dist.group.WORLD)
+    world = dist.group.WORLD
+    assert world is not None  # distributed() saw the default process group
+    return all_gather_tensor_autograd(z.contiguous(), gather_dim=0, group=world)

@@ -4,11 +4,12 @@ analyse them against baselines and write the report; about a minute on 2 CPU cor
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from lpl.analysis.report import write_report
-from lpl.config import check_fields, option, require, require_positive
+from lpl.config import TrainConfig, check_fields, option, require, require_positive
 from lpl.train.byol import BYOLConfig, train_byol
 from lpl.train.checkpoint import CheckpointFolder
 from lpl.train.dense import HIERARCHICAL, DenseConfig, train_dense
@@ -34,6 +35,17 @@ class DemoConfig:
         require(not (self.resume and self.overwrite), "--resume and --overwrite exclude each other; pick one")
 
 
+class _Common(TypedDict):
+    """The fields every demo run shares."""
+
+    output_dir: str
+    num_export: int
+    seed: int
+    resume: bool
+    overwrite: bool
+    progress: bool
+
+
 def _continued(run_config: Any) -> Any:
     """``--resume``: a run with a checkpoint continues, one that never wrote one starts afresh."""
     layout = run_config.layout()
@@ -42,9 +54,9 @@ def _continued(run_config: Any) -> Any:
 
 
 def demo(config: DemoConfig) -> int | RunResult:
-    common = {"output_dir": config.output_dir, "num_export": config.num_export, "seed": config.seed,
-              "resume": config.resume, "overwrite": config.overwrite, "progress": config.progress}
-    runs = [
+    common: _Common = {"output_dir": config.output_dir, "num_export": config.num_export, "seed": config.seed,
+                       "resume": config.resume, "overwrite": config.overwrite, "progress": config.progress}
+    runs: list[tuple[str, Callable[[Any], RunResult], TrainConfig]] = [
         ("single-layer LPL (1024 -> 128)", train_dense,
          DenseConfig(dataset="shapes", dims=[1024, 128], steps=config.lpl_steps, **common)),
         ("hierarchical LPL (1024 -> 128 -> 64)", train_dense,

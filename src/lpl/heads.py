@@ -56,11 +56,15 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
             return super().forward(x)
         full = gather_batch(x)
         mean, var = full.mean(0), full.var(0, unbiased=False)
+        # mlp() builds it with the defaults: running statistics kept, a fixed momentum
+        running_mean, running_var, count = self.running_mean, self.running_var, self.num_batches_tracked
+        assert running_mean is not None and running_var is not None and count is not None
+        assert self.momentum is not None
         with torch.no_grad():
             n = full.shape[0]
-            self.running_mean.lerp_(mean.detach(), self.momentum)
-            self.running_var.lerp_(var.detach() * n / (n - 1), self.momentum)
-            self.num_batches_tracked.add_(1)
+            running_mean.lerp_(mean.detach(), self.momentum)
+            running_var.lerp_(var.detach() * n / (n - 1), self.momentum)
+            count.add_(1)
         return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -119,7 +120,8 @@ class DenseLPLStack(nn.Module):
         x = views.reshape(-1, views.shape[-1])
         outputs = self(x)
         norms = []
-        for layer, layer_in, z in zip(self.layers, [x, *outputs[:-1]], outputs):
+        layers = cast(Iterable[DenseLPLLayer], self.layers)
+        for layer, layer_in, z in zip(layers, [x, *outputs[:-1]], outputs):
             grad_w, grad_b = layer.local_gradients(layer_in, z, objective, plasticity.method)
             norms.append(layer.apply_update(grad_w, grad_b, plasticity))
         return outputs, torch.stack(norms)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 
 from torch import Tensor
 
 
 def layerwise_outputs(
-    layers: Sequence[Callable[[Tensor], Tensor]], x: Tensor, local: bool = True
+    layers: Iterable[Callable[[Tensor], Tensor]], x: Tensor, local: bool = True
 ) -> list[Tensor]:
     """Run ``x`` through ``layers`` and return every layer's output.
 

@@ -199,10 +199,10 @@ def load_runs(paths: Sequence[str | Path], with_baselines: bool = True, qualify:
                   inputs.shape if inputs is not None else None)
         run.evaluations = analyze_file(reference, with_baselines, cache=cache)
         runs.append(run)
-    labels = [r.name for r in runs]
-    if qualify or len(set(labels)) < len(labels):  # runs of one name in several folders
-        labels = run_labels([r.files.get("after", min(r.files.values())) for r in runs], labels)
-    for run, label in zip(runs, labels):
+    names = [r.name for r in runs]
+    if qualify or len(set(names)) < len(names):  # runs of one name in several folders
+        names = run_labels([r.files.get("after", min(r.files.values())) for r in runs], names)
+    for run, label in zip(runs, names):
         run.label = label
         run.rows = _rows(run)
     return runs
@@ -210,7 +210,8 @@ def load_runs(paths: Sequence[str | Path], with_baselines: bool = True, qualify:
 
 def ordered_rows(runs: Sequence[Run]) -> list[Row]:
     """Runs first (per layer: untrained, trained), then each baseline once."""
-    rows, baselines = [], {}
+    rows: list[Row] = []
+    baselines: dict[tuple[str, str], Row] = {}
     for run in runs:
         own = [r for r in run.rows if r.stage != "baseline"]
         rows += sorted(own, key=lambda r: (_layer_number(r.layer), r.trained))

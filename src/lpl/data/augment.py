@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -176,9 +177,9 @@ def gaussian_blur(x: Tensor, spec: StrongAugmentSpec, u: Tensor) -> Tensor:
     kernel = torch.where(apply[:, None], kernel, (offsets[None] == 0).to(x.dtype))
     kernel = (kernel / kernel.sum(dim=1, keepdim=True)).view(n, size, 1, 1, 1)
     padded = F.pad(x, (pad, pad, 0, 0), mode="reflect")
-    x = sum(kernel[:, i] * padded[..., i:i + w] for i in range(size))
+    x = cast(Tensor, sum(kernel[:, i] * padded[..., i:i + w] for i in range(size)))  # size >= 3 terms
     padded = F.pad(x, (0, 0, pad, pad), mode="reflect")
-    return sum(kernel[:, i] * padded[..., i:i + h, :] for i in range(size))
+    return cast(Tensor, sum(kernel[:, i] * padded[..., i:i + h, :] for i in range(size)))
 
 
 def apply_strong(images: Tensor, spec: StrongAugmentSpec, u: Tensor) -> Tensor:

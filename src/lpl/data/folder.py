@@ -143,6 +143,7 @@ def list_image_folder(root: Path) -> tuple[list[str], dict[str, SplitListing]]:
 
 def decode_image(path: Path, image_size: int | None = None) -> np.ndarray:
     """One image as uint8 (H, W) when grayscale or (H, W, 3), resized to a square if asked."""
+    image: Image.Image  # an ImageFile when opened, a plain Image once converted or resized
     try:
         with Image.open(path) as image:
             image.load()
@@ -265,8 +266,9 @@ def load_image_folder(root: str | os.PathLike, image_size: int | None = None,
     classes, listings = list_image_folder(root)
     key = _cache_key(root, listings, image_size)
     folder, prefix = cache_dir() / "image-folders", _cache_prefix(root, image_size)
-    images = {split: _read_cache(folder / f"{prefix}-{key}-{split}.pt", key) for split in splits}
-    if any(x is None or len(x) != len(listings[split].paths) for split, x in images.items()):
+    cached = {split: _read_cache(folder / f"{prefix}-{key}-{split}.pt", key) for split in splits}
+    images = {split: x for split, x in cached.items() if x is not None and len(x) == len(listings[split].paths)}
+    if len(images) < len(cached):
         decoded = decode_splits(root, listings, image_size)
         _write_cache(folder, prefix, key, decoded)
         images = {split: decoded[split] for split in splits}

@@ -133,9 +133,12 @@ def generate_shapes(num_sequences: int, spec: ShapesSpec = ShapesSpec(), seed: i
     frame_labels = per_frame(labels)
     args = (frame_labels, center.reshape(S * T, 2), angle.reshape(-1), log_scale.exp().reshape(-1),
             per_frame(stroke), per_frame(foreground), per_frame(background))
-    images = torch.cat([
-        render(*(a[i:i + chunk] for a in args), size=spec.size) for i in range(0, S * T, chunk)
-    ])
+
+    def render_rows(i: int) -> Tensor:  # unpacked so that no argument can land on ``size``
+        lab, cen, ang, sca, strk, fg, bg = (a[i:i + chunk] for a in args)
+        return render(lab, cen, ang, sca, strk, fg, bg, size=spec.size)
+
+    images = torch.cat([render_rows(i) for i in range(0, S * T, chunk)])
     images += torch.randn(images.shape, generator=g) * spec.noise
     images = images.clamp_(0.0, 1.0).unsqueeze(1)
     return ImageSet(images, frame_labels.long(), CLASSES, frames=T)

@@ -138,12 +138,14 @@ class DeepTrainer:
         torch.manual_seed(config.seed)
         net = ConvNet(train.shape[0], tuple(config.channels), tuple(config.pool_after))
         self.model = build_model(config.objective, net, not config.end_to_end, config.lpl(), not config.no_pooling,
-                                 config.temperature).to(device, memory_format=self.memory_format)
+                                 config.temperature)
+        # Module.to accepts memory_format at runtime (torch._C._nn._parse_to), but torch's stubs omit it
+        self.model.to(device, memory_format=self.memory_format)  # type: ignore[call-overload]
         trained = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(
-            [{"params": [p for n, p in trained if not n.endswith("bias")]},
-             {"params": [p for n, p in trained if n.endswith("bias")], "weight_decay": 0.0}],
-            lr=config.lr, weight_decay=config.weight_decay, fused=True)
+        groups: list[dict[str, Any]] = [
+            {"params": [p for n, p in trained if not n.endswith("bias")]},
+            {"params": [p for n, p in trained if n.endswith("bias")], "weight_decay": 0.0}]
+        self.optimizer = torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay, fused=True)
         model: torch.nn.Module = self.model
         if world > 1:
             ids = [device.index] if self.cuda else None

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -15,7 +16,7 @@ from lpl.data import load_splits
 from lpl.data.augment import WeakAugmentSpec
 from lpl.data.pairs import PairMode, PairStream
 from lpl.io import atomic_torch_save
-from lpl.layers import DENSE_RATES, DenseLPLStack, GradMethod, Plasticity
+from lpl.layers import DENSE_RATES, DenseLPLLayer, DenseLPLStack, GradMethod, Plasticity
 from lpl.layout import RunLayout, save_export
 from lpl.objective import LPLObjective
 from lpl.rules import Reduction
@@ -78,7 +79,8 @@ def diagnostics(stack: DenseLPLStack, outputs: list[torch.Tensor], norms: torch.
                 objective: LPLObjective) -> dict[str, float]:
     """Every layer's terms, weight and update norms, activity and collapsed units (std < 0.1)."""
     record: dict[str, float] = {}
-    for i, (layer, z, norm) in enumerate(zip(stack.layers, outputs, norms), 1):
+    layers = cast(Iterable[DenseLPLLayer], stack.layers)
+    for i, (layer, z, norm) in enumerate(zip(layers, outputs, norms), 1):
         prefix = f"layer{i}_" if len(outputs) > 1 else ""
         z_prev, z_now = z.chunk(2)
         record.update({f"{prefix}{k}": v.item() for k, v in objective.terms(z_prev, z_now).items()})

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 
 from lpl.analysis.metrics import COLLAPSE_STD, collapsed_units
 from lpl.config import RunOptions, option, require, require_positive
-from lpl.layers import DENSE_RATES, DenseLPLStack
+from lpl.layers import DENSE_RATES, DenseLPLLayer, DenseLPLStack
 from lpl.layout import RunLayout, save_export
 from lpl.objective import LPLObjective
 from lpl.train.run import Schedule, TrainingRun
@@ -77,7 +78,8 @@ def sanity_check(config: SanityConfig) -> int:
             if run.log_due(step):  # the last step is always checked
                 std = z.std(dim=0)
                 collapsed = collapsed_units(std)
-                run.log(step, {"weight_norm": stack.layers[0].weight.norm().item(), "update_norm": norms[0].item(),
+                weight = cast(DenseLPLLayer, stack.layers[0]).weight
+                run.log(step, {"weight_norm": weight.norm().item(), "update_norm": norms[0].item(),
                                "act_var": std.square().mean().item(), "collapsed_units": collapsed})
     if run.result.status == "interrupted":
         print(run.result.message)
