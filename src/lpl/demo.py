@@ -22,7 +22,7 @@ class DemoConfig:
 
     output_dir: str = option("outputs/demo", "where the runs and the report go")
     lpl_steps: int = option(3000, "steps of single-layer and hierarchical LPL")
-    byol_steps: int = option(300, "steps of BYOL")
+    byol_steps: int = option(100, "steps of BYOL (the slowest part on a CPU)")
     num_export: int = option(4000, "test images evaluated (500 shape sequences)")
     seed: int = option(0, "random seed of every run")
     resume: bool = option(False, "continue an interrupted demo (finished runs are kept)")
@@ -62,7 +62,7 @@ def demo(config: DemoConfig) -> int | RunResult:
         ("hierarchical LPL (1024 -> 128 -> 64)", train_dense,
          DenseConfig(**{**HIERARCHICAL, "steps": config.lpl_steps}, **common)),
         ("BYOL, first conv trained", train_byol,
-         BYOLConfig(dataset="shapes", steps=config.byol_steps, log_every=50, **common)),
+         BYOLConfig(dataset="shapes", steps=config.byol_steps, log_every=max(1, config.byol_steps // 4), **common)),
     ]
     for number, (title, train, run_config) in enumerate(runs, 1):
         print(f"[{number}/{len(runs) + 1}] {title}", flush=True)
