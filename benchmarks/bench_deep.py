@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
+from lpl.convnet import VGG11_CHANNELS, VGG11_POOL_AFTER
 from lpl.data.images import ImageSet
-from lpl.deep import VGG11_CHANNELS, VGG11_POOL_AFTER
 from lpl.train.deep import DeepConfig, DeepTrainer, schedule_for, train_deep
 
 PAIRS_PER_EPOCH = 50_000

@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from lpl.byol import BYOL
 from lpl.cli import main
+from lpl.small_byol import BYOL
 
 QUICK = ["--steps", "4", "--batch-size", "8", "--log-every", "2", "--checkpoint-every", "2",
          "--num-export", "40", "--no-progress"]

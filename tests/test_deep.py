@@ -9,7 +9,7 @@ import torch.multiprocessing as mp
 
 from lpl.analysis.readout import linear_readouts
 from lpl.cli import main
-from lpl.deep import ConvNet
+from lpl.convnet import ConvNet
 from lpl.heads import LPLHead, build_model
 from lpl.objective import LPLObjective
 from lpl.train.deep import DeepConfig, lr_at

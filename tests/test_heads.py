@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lpl.deep import ConvNet
+from lpl.convnet import ConvNet
 from lpl.heads import BYOLHead, SimCLRHead, build_model, byol_loss, byol_momentum, ema_update, info_nce_loss
 
 

@@ -3,7 +3,7 @@ dense diagnostics and the deep network's heads alike."""
 
 import torch
 
-from lpl.deep import ConvNet
+from lpl.convnet import ConvNet
 from lpl.heads import build_model
 from lpl.layers import DenseLPLStack, Plasticity
 from lpl.objective import LPLObjective

@@ -1,4 +1,4 @@
-"""The deep network of the paper's main experiment: a VGG-11-style stack of conv blocks.
+"""The convolutional network of the paper's main experiment: a VGG-11-style stack of conv blocks.
 
 Each block is Conv3x3(pad 1) -> ReLU (-> MaxPool 2x2). ``forward`` returns every block's
 feature map; with ``local=True`` each block's input is detached (``lpl.locality``), so a loss on

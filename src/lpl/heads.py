@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lpl.deep import ConvNet, distributed, gather_batch
+from lpl.convnet import ConvNet, distributed, gather_batch
 from lpl.objective import LPLObjective
 
 ObjectiveName = Literal["lpl", "byol", "simclr"]

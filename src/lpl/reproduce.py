@@ -34,8 +34,8 @@ import torch
 
 from lpl.analysis.readout import pixel_readout
 from lpl.config import check_device, check_fields, option, require
+from lpl.convnet import VGG11_CHANNELS, VGG11_POOL_AFTER
 from lpl.data import load_splits
-from lpl.deep import VGG11_CHANNELS, VGG11_POOL_AFTER
 from lpl.io import atomic_write_bytes, atomic_write_json, atomic_write_text, git_revision
 from lpl.train.checkpoint import CheckpointFolder
 from lpl.train.deep import DeepConfig, train_deep

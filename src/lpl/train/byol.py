@@ -11,13 +11,13 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from lpl.byol import BYOL
 from lpl.config import TrainConfig, option, require, require_positive
 from lpl.data import load_splits
 from lpl.data.images import to_unit_float
 from lpl.data.pairs import PairStream
 from lpl.io import atomic_torch_save, atomic_write_json
 from lpl.layout import RunLayout, save_export
+from lpl.small_byol import BYOL
 from lpl.train.run import RunResult, Schedule, StateGroup, TrainingRun, check_output_dir
 
 

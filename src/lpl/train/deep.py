@@ -26,10 +26,10 @@ import torch.distributed as dist
 
 from lpl.analysis.readout import write_readouts
 from lpl.config import TrainConfig, option, require, require_positive
+from lpl.convnet import VGG11_CHANNELS, VGG11_POOL_AFTER, ConvNet
 from lpl.data import load_splits
 from lpl.data.images import ImageSet, to_unit_float
 from lpl.data.pairs import PairStream
-from lpl.deep import VGG11_CHANNELS, VGG11_POOL_AFTER, ConvNet
 from lpl.heads import ObjectiveName, build_model, byol_momentum
 from lpl.io import atomic_torch_save
 from lpl.layout import RunLayout, save_export
