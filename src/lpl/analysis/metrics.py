@@ -144,16 +144,14 @@ def top_eigenvectors(sym: Tensor, k: int, iterations: int = 8, seed: int = 0) ->
     error shrinks as (eig_{2k} / eig_k)^iterations: to float32 precision on CIFAR-10 pixels.
     """
     k = min(k, len(sym))
-    if len(sym) <= FLOAT64_UNITS or 4 * k >= len(sym):
-        with threads(1 if len(sym) <= FLOAT64_UNITS else torch.get_num_threads()):
+    with threads(1):  # LAPACK on these sizes loses to thread hand-offs, badly so on a busy machine
+        if len(sym) <= FLOAT64_UNITS or 4 * k >= len(sym):
             return torch.linalg.eigh(sym.double())[1].flip(1)[:, :k].to(sym.dtype)
-    generator = torch.Generator().manual_seed(seed)
-    basis = torch.randn(len(sym), 2 * k, generator=generator, dtype=sym.dtype)
-    for _ in range(iterations):
-        basis = torch.linalg.qr(sym @ basis).Q
-    with threads(1):
+        basis = torch.randn(len(sym), 2 * k, generator=torch.Generator().manual_seed(seed), dtype=sym.dtype)
+        for _ in range(iterations):
+            basis = torch.linalg.qr(sym @ basis).Q
         _, rotation = torch.linalg.eigh((basis.T @ sym @ basis).double())
-    return basis @ rotation.flip(1)[:, :k].to(sym.dtype)
+        return basis @ rotation.flip(1)[:, :k].to(sym.dtype)
 
 
 def pca_projection(x: Tensor, width: int, cov: Tensor | None = None) -> Tensor:
@@ -165,7 +163,7 @@ def pca_projection(x: Tensor, width: int, cov: Tensor | None = None) -> Tensor:
     if len(x) < x.shape[1]:
         xc = _centred(x, len(x))
         gram = (xc @ xc.T).double()
-        with threads(1 if len(x) <= FLOAT64_UNITS else torch.get_num_threads()):
+        with threads(1):
             eig, vectors = torch.linalg.eigh(gram)
         return (vectors[:, -width:] * eig[-width:].clamp_min(0).sqrt()).flip(1).float()
     cov = covariance(x) if cov is None else cov
