@@ -12,7 +12,7 @@ Without ``--file`` it builds a run folder (``activations/``, ``logs/*_config.jso
 ``test_batch``) from the CIFAR-10 test JPEGs in ``--jpegs`` if present, else from synthetic images;
 the export is a fixed random two-layer squashed network of the images (128 units).
 
-    python benchmarks/bench_analysis.py [--file RUN/activations/x_after.pt] [--threads 2] [--no-reference]
+    python benchmarks/bench_analysis.py [--file RUN/activations/x_after.pt] [--threads 2 1] [--no-reference]
 """
 
 from __future__ import annotations
@@ -182,25 +182,32 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=10_000)
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--jpegs", type=Path, default=Path("/tmp/c10/test"), help="CIFAR-10 test images by class")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, nargs="+", default=[2, 1],
+                        help="thread counts to time the new path with; the first also runs the reference")
     parser.add_argument("--warm-repeats", type=int, default=3, help="report the best of this many warm runs")
     parser.add_argument("--no-reference", action="store_true", help="skip the old implementation (minutes)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads[0])
     with tempfile.TemporaryDirectory() as tmp:
         path = args.file or build_run(Path(tmp) / "run", args.samples, args.width, args.jpegs)
-        cache = Path(tmp) / "cache"
-        print(f"load average before: {' '.join(f'{v:.1f}' for v in os.getloadavg())} ({os.cpu_count()} CPUs)")
-        cold, cold_cpu, new = lpl_analyze(path, cache, args.threads)
-        warm, warm_cpu, _ = min((lpl_analyze(path, cache, args.threads) for _ in range(args.warm_repeats)),
-                                key=lambda result: result[0])
-        print(f"new  `lpl analyze` (subprocess, {args.threads} threads): cold cache {cold:.1f} s "
-              f"(CPU {cold_cpu:.1f} s), warm {warm:.1f} s (CPU {warm_cpu:.1f} s)")
+        new: dict[str, dict[str, float]] = {}
+        cold = warm = 0.0
+        for i, threads in enumerate(args.threads):
+            print(f"load average: {' '.join(f'{v:.1f}' for v in os.getloadavg())} ({os.cpu_count()} CPUs)")
+            cache = Path(tmp) / f"cache{threads}"
+            seconds, cpu, figures = lpl_analyze(path, cache, threads)
+            best, best_cpu, _ = min((lpl_analyze(path, cache, threads) for _ in range(args.warm_repeats)),
+                                    key=lambda result: result[0])
+            print(f"new  `lpl analyze` (subprocess, {threads} threads): cold cache {seconds:.1f} s "
+                  f"(CPU {cpu:.1f} s), warm {best:.1f} s (CPU {best_cpu:.1f} s)")
+            if i == 0:
+                new, cold, warm = figures, seconds, best
         if args.no_reference:
             return
+        print(f"load average: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
         old_seconds, old_cpu, old = reference(path)
-    print(f"old analyze (in-process): {old_seconds:.1f} s (CPU {old_cpu:.1f} s) -> speed-up {old_seconds / cold:.1f}x "
-          f"cold, {old_seconds / warm:.1f}x warm")
+    print(f"old analyze (in-process, {args.threads[0]} threads): {old_seconds:.1f} s (CPU {old_cpu:.1f} s) -> "
+          f"speed-up {old_seconds / cold:.1f}x cold, {old_seconds / warm:.1f}x warm ({args.threads[0]} threads)")
     print(f"load average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     print(f"\n{'representation':<22} {'figure':<24} {'old':>9} {'new':>9} {'diff':>9}")
     for name, values in old.items():
