@@ -104,21 +104,21 @@ def before_after(path: str | Path) -> dict[str, Path]:
     return found or {"after": path}
 
 
-def saved_run(path: str | Path) -> dict[str, Any] | None:
-    """The saved ``logs/<name>_config.json`` of the run that wrote export ``path`` (or None)."""
-    path = Path(path)
-    logs = path.parent.parent / "logs"
+def saved_run(path: str | Path) -> tuple[str, dict[str, Any]] | None:
+    """The name and saved ``logs/<name>_config.json`` (config, schedule, run metadata) of the run
+    that wrote export ``path``, or None."""
+    logs = Path(path).parent.parent / "logs"
     for config_file in sorted(logs.glob("*_config.json")) if logs.is_dir() else []:
         try:
             saved = json.loads(config_file.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if path.name in saved.get("activation_files", []):
-            return saved
+        if isinstance(saved, dict) and Path(path).name in saved.get("activation_files", []):
+            return config_file.name.removesuffix("_config.json"), saved
     return None
 
 
 def run_config(path: str | Path) -> dict[str, Any] | None:
     """The config of the run that wrote export ``path``."""
-    saved = saved_run(path)
-    return None if saved is None else saved["config"]
+    found = saved_run(path)
+    return None if found is None else found[1]["config"]

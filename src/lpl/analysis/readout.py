@@ -86,9 +86,9 @@ def pixel_readout(train: ImageSet, test: ImageSet, count: int, epochs: int = 20,
 def write_readouts(layout: RunLayout, epochs: int = 20, device: torch.device | str = "cpu") -> Path:
     """``logs/<name>_results.json``: per-layer readouts at initialisation and after training."""
     results: dict[str, Any] = {}
-    saved = saved_run(layout.activation_file("after"))
-    if saved is not None:
-        results["config"] = saved["config"]
+    found = saved_run(layout.activation_file("after"))
+    if found is not None:
+        results["config"] = found[1]["config"]
     for tag, stage in STAGES.items():
         path = layout.activation_file(tag)
         if path.is_file():

@@ -18,14 +18,7 @@ from typing import Any
 import torch
 
 from lpl.analysis.document import Block, Bullets, Figure, Heading, Paragraph, Table, to_html, to_markdown
-from lpl.analysis.evaluate import (
-    Evaluation,
-    analyze_file,
-    before_after,
-    inputs_of,
-    load_representations,
-    run_stem,
-)
+from lpl.analysis.evaluate import Evaluation, analyze_file, inputs_of, load_representations
 from lpl.analysis.figures import (
     plot_embedding,
     plot_histograms,
@@ -50,6 +43,7 @@ from lpl.analysis.verdicts import (
     training_sentences,
 )
 from lpl.io import atomic_write_text
+from lpl.layout import before_after, run_stem, saved_run
 from lpl.validation import LPLError
 
 # ---------------------------------------------------------------- raw tables (lpl analyze)
@@ -129,19 +123,6 @@ class Run:
     @property
     def num_classes(self) -> int:
         return len(self.classes) or len(torch.unique(self.labels))
-
-
-def saved_run(path: Path) -> tuple[str, dict[str, Any]] | None:
-    """The run's name and its ``logs/<name>_config.json`` (config, run metadata), for export ``path``."""
-    logs = path.parent.parent / "logs"
-    for config_file in sorted(logs.glob("*_config.json")) if logs.is_dir() else []:
-        try:
-            saved = json.loads(config_file.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if isinstance(saved, dict) and path.name in saved.get("activation_files", []):
-            return config_file.name.removesuffix("_config.json"), saved
-    return None
 
 
 def run_labels(paths: Sequence[Path], names: Sequence[str]) -> list[str]:
