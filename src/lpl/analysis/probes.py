@@ -11,8 +11,6 @@ from torch import Tensor
 
 # Above this many features the probe runs in float32 (memory-bound passes over the data), below in float64.
 FLOAT32_FEATURES = 512
-# Probes on at most this many samples x features run single-threaded throughout.
-SMALL_PROBLEM = 1 << 22
 
 
 def probe_split(n: int, test_fraction: float = 0.3) -> tuple[Tensor, Tensor]:
@@ -36,8 +34,8 @@ def standardise(train: Tensor, test: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 @contextmanager
 def threads(count: int) -> Iterator[None]:
-    """Run the block on ``count`` threads: small steps (and LAPACK factorisations) lose more to thread
-    hand-offs than they gain, badly so on a busy machine."""
+    """Run the block on ``count`` threads (many short steps and LAPACK factorisations of these sizes lose
+    more to thread hand-offs than they gain, badly so on a busy machine)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(count)
     try:
@@ -124,36 +122,30 @@ def linear_probe_accuracy(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_te
     # Two classes: a softmax over two weight vectors with the same penalty is the binomial model at half of it.
     penalty = (2.0 if k == 2 else 1.0) / (c * n)
     onehot = F.one_hot(y, k).to(dtype)
-    # Single-threaded but for the passes over the data when they are large: the many small steps in between
-    # lose more to thread hand-offs than they gain (very much so on a busy machine).
-    width = torch.get_num_threads() if n * d > SMALL_PROBLEM else 1
+    if feature_cov is None:
+        hessian = (z.T @ z).mul_(0.25 / n)
+    else:
+        hessian = feature_cov.to(dtype) / (4 * std[:, None] * std[None, :])
+    hessian.diagonal().add_(penalty)
+    # One thread: the fit is many short steps, which lose more to thread hand-offs than they gain
+    # (several times over on a busy machine).
     with threads(1):
-        if feature_cov is None:
-            with threads(width):
-                hessian = (z.T @ z).mul_(0.25 / n)
-        else:
-            hessian = feature_cov.to(dtype) / (4 * std[:, None] * std[None, :])
-        hessian.diagonal().add_(penalty)
         lower = torch.linalg.cholesky(hessian)
         inverse = torch.linalg.solve_triangular(lower, torch.eye(d, dtype=dtype), upper=False)  # L^-1
         del hessian, lower
 
         def objective(x: Tensor) -> tuple[float, Tensor, float]:
             """x: G (d, k) over the intercept (1, k); the value, its gradient and the largest one in W."""
-            with threads(width):
-                w = (x[:-1].T @ inverse).T  # W = L^-T G
-                logits = torch.addmm(x[-1], z, w)
+            w = (x[:-1].T @ inverse).T  # W = L^-T G
+            logits = torch.addmm(x[-1], z, w)
             value = (logits.logsumexp(1) - (logits * onehot).sum(1)).mean() + 0.5 * penalty * w.square().sum()
             residual = logits.softmax(1).sub_(onehot).div_(n)
-            with threads(width):
-                grad_w = (residual.T @ z).T.add_(w, alpha=penalty)
-                grad = inverse @ grad_w
+            grad_w = (residual.T @ z).T.add_(w, alpha=penalty)
             grad_b = residual.sum(0, keepdim=True)
-            return float(value), torch.cat((grad, grad_b)), float(torch.cat((grad_w, grad_b)).abs().max())
+            return float(value), torch.cat((inverse @ grad_w, grad_b)), float(torch.cat((grad_w, grad_b)).abs().max())
 
         x = _lbfgs(objective, torch.zeros(d + 1, k, dtype=dtype), max_iter, tol, 10 * torch.finfo(dtype).eps)
-        with threads(width):
-            predicted = classes[torch.addmm(x[-1], z_test, (x[:-1].T @ inverse).T).argmax(1)]
+        predicted = classes[torch.addmm(x[-1], z_test, (x[:-1].T @ inverse).T).argmax(1)]
     return float((predicted == y_test).double().mean())
 
 
