@@ -145,3 +145,9 @@ def test_a_known_feature_covariance_only_changes_the_path_not_the_probe():
     x, y = blobs(1000, 40, 4, seed=6, correlated=True)
     given = probe_scores(x, y, cov=metrics.covariance(x))
     assert given["linear_probe"] == pytest.approx(probe_scores(x, y)["linear_probe"], abs=0.005)
+
+
+def test_blocked_covariance_equals_the_plain_product():
+    x, _ = blobs(50, 40, 3, seed=7)
+    xc = x.double() - x.double().mean(0)
+    assert torch.allclose(metrics.covariance(x, block=6), xc.T @ xc)

@@ -100,11 +100,11 @@ def _row_space(z: Tensor, z_test: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def linear_probe_accuracy(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, c: float = 1.0,
-                          max_iter: int = 500, tol: float = 1e-5, feature_cov: Tensor | None = None) -> float:
+                          max_iter: int = 500, tol: float = 1e-4, feature_cov: Tensor | None = None) -> float:
     """Multinomial logistic regression on standardised features; fitted on train only, scored on test.
 
     The objective is sklearn's ``LogisticRegression(C=c)``: mean log-loss + ||W||^2 / (2 c n), intercept
-    unpenalised, binomial for two classes; fitted until every gradient entry is below ``tol``. Solved
+    unpenalised, binomial for two classes; fitted until every gradient entry is below ``tol`` (sklearn's). Solved
     full-batch by L-BFGS in variables ``G = L^T W``, where ``L L^T = Z^T Z / 4n + penalty`` bounds the loss
     Hessian: the problem is then well conditioned however correlated the features. ``feature_cov``: the
     features' covariance (M, M) if already known (e.g. over all samples), used for ``Z^T Z / n`` instead
