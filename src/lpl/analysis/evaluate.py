@@ -21,7 +21,7 @@ from lpl.validation import LPLError
 
 REPRESENTATION_KEYS = ("activations", "embeddings")
 # Part of every baseline cache key: bump it when a baseline's figures change meaning or method.
-BASELINE_CACHE_VERSION = 1
+BASELINE_CACHE_VERSION = 2
 
 
 @dataclass
