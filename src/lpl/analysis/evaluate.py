@@ -17,6 +17,7 @@ from lpl.analysis.probes import probe_scores
 from lpl.data import load_dataset
 from lpl.data.images import ImageSet
 from lpl.io import atomic_write_json, load_torch
+from lpl.layout import before_after, run_config, run_stem
 from lpl.validation import LPLError
 
 REPRESENTATION_KEYS = ("activations", "embeddings")
@@ -60,42 +61,16 @@ def load_representations(path: str | Path) -> Representations:
     return Representations(path, {k: v.float() for k, v in layers.items()}, labels.long())
 
 
-def run_stem(path: str | Path) -> str:
-    """``runname_activations`` for ``.../runname_activations_after.pt`` (or ``_before.pt``)."""
-    return Path(path).name.removesuffix(".pt").removesuffix("_before").removesuffix("_after")
-
-
-def before_after(path: str | Path) -> dict[str, Path]:
-    """``{'before': ..., 'after': ...}`` for a file named ``*_before.pt`` or ``*_after.pt`` (those that exist)."""
-    path = Path(path)
-    pair = {tag: path.with_name(f"{run_stem(path)}_{tag}.pt") for tag in ("before", "after")}
-    found = {tag: p for tag, p in pair.items() if p.is_file()}
-    return found or {"after": path}
-
-
-def run_config(path: Path) -> dict[str, Any] | None:
-    """The config of the run that wrote ``path``, from ``../logs/*_config.json`` next to it."""
-    logs = path.parent.parent / "logs"
-    for config_file in sorted(logs.glob("*_config.json")) if logs.is_dir() else []:
-        try:
-            saved = json.loads(config_file.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if path.name in saved.get("activation_files", []):
-            return saved["config"]
-    return None
-
-
 def inputs_of(config: dict[str, Any] | None) -> ImageSet | None:
     """The test images a run exported, when its config is known and its data can be loaded."""
     if config is None or "dataset" not in config:
         return None
     try:
-        data = load_dataset(config["dataset"], False, config.get("data_dir"), download=False)
+        data = load_dataset(config["dataset"], False, config.get("data_dir"), download=False,
+                            image_size=config.get("image_size"))
     except LPLError:
         return None
-    count = config.get("num_export", len(data))
-    return ImageSet(data.images[:count], data.labels[:count], data.classes, data.frames)
+    return data.head(config.get("num_export", len(data)))
 
 
 def consecutive_pairs(count: int, frames: int) -> tuple[Tensor, Tensor]:
@@ -200,7 +175,7 @@ def analyze_file(path: str | Path, with_baselines: bool = True, probes: bool = T
     results = [evaluate(f"{stem}/{layer}/{tag}" if len(run.layers) > 1 else f"{stem}/{tag}", x, run.labels,
                         frames, probes)
                for tag, run in runs.items() for layer, x in run.layers.items()]
-    if with_baselines and inputs is not None:
+    if with_baselines and inputs is not None and config is not None:
         reference = next(iter(runs.values()))
         if len(inputs) == len(reference.labels) and torch.equal(inputs.labels, reference.labels):
             width = next(iter(reference.layers.values())).shape[1]
