@@ -14,6 +14,7 @@ from lpl.train.byol import BYOLConfig, train_byol
 from lpl.train.checkpoint import CheckpointFolder
 from lpl.train.dense import HIERARCHICAL, DenseConfig, train_dense
 from lpl.train.run import RunResult
+from lpl.validation import LPLError
 
 
 @dataclass
@@ -64,6 +65,10 @@ def demo(config: DemoConfig) -> int | RunResult:
         ("BYOL, first conv trained", train_byol,
          BYOLConfig(dataset="shapes", steps=config.byol_steps, log_every=max(1, config.byol_steps // 4), **common)),
     ]
+    earlier = [p for _, _, run in runs for p in run.layout().earlier_results()]  # type: ignore[attr-defined]
+    if earlier and not (config.resume or config.overwrite):
+        raise LPLError(f"{config.output_dir} already holds results of an earlier lpl demo ({earlier[0]}); pass "
+                       f"--overwrite to replace it, --resume to finish an interrupted one, or another --output-dir")
     for number, (title, train, run_config) in enumerate(runs, 1):
         print(f"[{number}/{len(runs) + 1}] {title}", flush=True)
         result = train(_continued(run_config) if config.resume else run_config)
