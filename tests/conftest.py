@@ -1,15 +1,62 @@
-"""Shared fixtures: tiny CIFAR-10 folders in the exact pickle format, small run configs."""
+"""Shared fixtures: tiny CIFAR-10 folders in the exact pickle format, small run configs, small generated
+shapes and small BYOL/SimCLR heads for runs whose checks do not depend on their size."""
 
 from __future__ import annotations
 
 import pickle
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-torch.set_num_threads(2)
+import lpl.data
+import lpl.heads
+from lpl.data.shapes import load_shapes
+
+# One intra-op thread: the tensors here are small, and on a busy machine two threads on two cores wait for each
+# other at every operation (a 1.5 s test took 28 s under load with two). Subprocesses started by tests get the
+# same through OMP_NUM_THREADS.
+torch.set_num_threads(1)
+
+SMALL_SHAPES = 16  # sequences of 8 frames a split: 128 images each
+
+
+def shrink_shapes(patch: pytest.MonkeyPatch, sequences: int = SMALL_SHAPES, test_sequences: int | None = None) -> None:
+    """``--dataset shapes`` with ``sequences`` training and ``test_sequences`` (default: as many) test sequences
+    instead of 2000 and 1000 (same generator, splits still disjoint): runs on it take a fraction of a second.
+    ``patch``: a ``MonkeyPatch``, so that fixtures of any scope can use it."""
+    sizes = {True: sequences, False: sequences if test_sequences is None else test_sequences}
+    patch.setattr(lpl.data, "load_shapes", lambda train=True: load_shapes(train, num_sequences=sizes[train]))
+
+
+@pytest.fixture
+def small_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """16 sequences of shapes a split (see ``shrink_shapes``)."""
+    shrink_shapes(monkeypatch)
+
+
+class SmallBYOLHead(lpl.heads.BYOLHead):
+    """``BYOLHead`` with 64 hidden and 32 output units instead of 4096 and 256 (same code)."""
+
+    def __init__(self, channels: int, hidden: int = 64, out: int = 32):
+        super().__init__(channels, hidden, out)
+
+
+class SmallSimCLRHead(lpl.heads.SimCLRHead):
+    """``SimCLRHead`` with 64 hidden and 32 output units instead of 2048 and 128 (same code)."""
+
+    def __init__(self, channels: int, hidden: int = 64, out: int = 32, temperature: float = 0.2):
+        super().__init__(channels, hidden, out, temperature)
+
+
+@pytest.fixture
+def small_heads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``build_model`` (and so ``train-deep``) with ``SmallBYOLHead`` and ``SmallSimCLRHead``: a step of the deep
+    BYOL run on shapes takes milliseconds instead of a second."""
+    monkeypatch.setattr(lpl.heads, "BYOLHead", SmallBYOLHead)
+    monkeypatch.setattr(lpl.heads, "SimCLRHead", SmallSimCLRHead)
 
 
 def write_cifar_batch(path: Path, count: int, seed: int) -> None:
@@ -23,6 +70,17 @@ def write_cifar_batch(path: Path, count: int, seed: int) -> None:
              b"filenames": [f"img_{i}.png".encode() for i in range(count)]}
     with open(path, "wb") as handle:
         pickle.dump(batch, handle, protocol=2)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Caches (decoded image folders, analysis baselines) in the session's temporary folder, never in the
+    user's: every session starts cold, as on a fresh machine (tests may point ``LPL_CACHE_DIR`` elsewhere).
+    Subprocesses run on one intra-op thread, as this process does."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LPL_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        patch.setenv("OMP_NUM_THREADS", "1")
+        yield
 
 
 @pytest.fixture

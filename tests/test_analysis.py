@@ -1,5 +1,6 @@
 import pytest
 import torch
+from conftest import shrink_shapes
 
 from lpl.analysis import metrics, probes
 from lpl.analysis.evaluate import consecutive_pairs, load_representations
@@ -104,7 +105,8 @@ def test_collapse_warning_only_for_trained_representations():
     assert "| h/layer2/after | 64 |" in markdown_table(rows, ["collapsed_units"])
 
 
-def test_analyze_compare_and_report_on_a_small_run(tmp_path, capsys):
+def test_analyze_compare_and_report_on_a_small_run(tmp_path, monkeypatch, capsys):
+    shrink_shapes(monkeypatch, 64)  # 512 images a split: the 400 exported are all test images
     out = tmp_path / "out"
     args = ["--steps", "30", "--batch-size", "32", "--num-export", "400", "--output-dir", str(out),
             "--no-progress", "--log-every", "10"]

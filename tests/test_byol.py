@@ -57,7 +57,7 @@ def test_loss_is_symmetric_and_bounded():
     assert -2.0 <= same.item() <= 2.0
 
 
-def test_shapes_run_writes_embeddings_and_logs(tmp_path):
+def test_shapes_run_writes_embeddings_and_logs(tmp_path, small_shapes):
     out = tmp_path / "out"
     assert main(["train-byol", "--dataset", "shapes", *QUICK, "--output-dir", str(out)]) == 0
     for tag in ("before", "after"):

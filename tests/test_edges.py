@@ -14,10 +14,8 @@ import pytest
 import torch
 
 import lpl.analysis.commands
-import lpl.data
 import lpl.demo
 from lpl.cli import main
-from lpl.data.shapes import load_shapes
 from lpl.train import run as loop
 from lpl.train.byol import BYOLConfig
 from lpl.train.dense import DenseLPLStack
@@ -27,10 +25,8 @@ DENSE = ["--dataset", "shapes", "--dims", "1024", "16", "--batch-size", "16", "-
 DEMO = ["--lpl-steps", "4", "--byol-steps", "2", "--num-export", "64", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def small_shapes(monkeypatch):
-    """16 sequences of shapes a split instead of 2000 and 1000: the runs here take a fraction of a second."""
-    monkeypatch.setattr(lpl.data, "load_shapes", lambda train=True: load_shapes(train, num_sequences=16))
+# 16 sequences of shapes a split instead of 2000 and 1000 (conftest): the runs here take a fraction of a second.
+pytestmark = pytest.mark.usefixtures("small_shapes")
 
 
 @pytest.fixture

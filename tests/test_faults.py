@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,10 @@ from lpl.cli import main
 from lpl.train import run as loop
 from lpl.train.checkpoint import CheckpointFolder, load_checkpoint
 from lpl.validation import LPLError
+
+# Shapes with 16 sequences a split and BYOL/SimCLR heads of 64 units (conftest): resuming, checkpoints and NaN
+# handling do not depend on the size of the data or the network.
+pytestmark = pytest.mark.usefixtures("small_shapes", "small_heads")
 
 DENSE = ["--dataset", "shapes", "--dims", "1024", "16", "--batch-size", "16"]
 DEEP = ["--dataset", "shapes", "--channels", "4", "8", "--pool-after", "1", "--batch-size", "16",
@@ -66,56 +69,86 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(command, tmp_pa
 
     monkeypatch.setattr(loop, "atomic_write_jsonl", interrupt_at_first_log)
     assert main(_args(command, tmp_path / "split")) == loop.EXIT_INTERRUPTED
-    assert "--resume" in capsys.readouterr().err
+    assert "continue with the same command plus --resume" in capsys.readouterr().err
     monkeypatch.setattr(loop, "atomic_write_jsonl", write_log)
     assert not any((tmp_path / "split" / "activations").glob("*_after.pt"))
     assert main([*_args(command, tmp_path / "split"), "--resume"]) == 0
     _assert_same_outputs(command, tmp_path / "whole", tmp_path / "split")
 
 
-def _start(out: Path, steps: int = 100_000) -> subprocess.Popen:
-    args = [sys.executable, "-m", "lpl.cli", *_args("train", out, steps)[:-1], "--log-every", "20"]
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_signal_writes_a_resumable_checkpoint_and_says_how_to_resume(signum, tmp_path):
+def test_sigterm_to_a_real_process_writes_a_resumable_checkpoint_and_says_how_to_resume(tmp_path):
+    """``kill`` (SIGTERM) at an arbitrary point of a run in its own process. SIGINT goes to the same handler
+    (``TrainingRun``); the in-process test above delivers it to every trainer and resumes."""
+    data = tmp_path / "tiny.pt"  # not shapes: the process would spend its time generating them
+    images = torch.rand(320, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.save({"images": images, "labels": torch.arange(320) % 4}, data)
     out = tmp_path / "out"
-    process = _start(out)
+
+    def args(steps: int) -> list[str]:
+        flags = _args("train", out, steps)
+        flags[flags.index("shapes")] = str(data)
+        return flags
+
+    process = subprocess.Popen([sys.executable, "-m", "lpl.cli", *args(100_000)[:-1], "--log-every", "20"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first_log = process.stdout.readline()  # the first diagnostics line: training is under way
     assert first_log.startswith("step 20/")
-    process.send_signal(signum)
+    process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == loop.EXIT_INTERRUPTED
     assert "continue with the same command plus --resume" in err
     state, path = CheckpointFolder(out / "weights", "lpl").latest()
     assert state["step"] >= 20
-    assert main([*_args("train", out, state["step"] + 4), "--resume"]) == 0
+    assert main([*args(state["step"] + 4), "--resume"]) == 0
 
 
-WRITER = textwrap.dedent("""
-    import sys, torch
+KILLER = textwrap.dedent("""
+    import os, signal, sys, time, traceback
+    import torch
     from lpl.io import atomic_torch_save, atomic_write_json
     target = sys.argv[1]
-    for i in range(100000):
-        atomic_torch_save({"value": torch.full((1_000_000,), float(i))}, target + ".pt")
-        atomic_write_json({"value": i, "pad": "x" * 100000}, target + ".json")
-        if i == 1:
-            print("ready", flush=True)
+    for _ in range(3):
+        ready, tell = os.pipe()
+        writer = os.fork()  # this process runs no torch operation, so the writer starts as a fresh one would
+        if writer == 0:
+            try:
+                os.close(ready)
+                for i in range(100000):
+                    atomic_torch_save({"value": torch.full((1_000_000,), float(i))}, target + ".pt")
+                    atomic_write_json({"value": i, "pad": "x" * 100000}, target + ".json")
+                    if i == 1:
+                        os.write(tell, b"ready")
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(1)  # never back into this loop
+        os.close(tell)
+        assert os.read(ready, 5) == b"ready"  # b"" if the writer failed
+        os.close(ready)
+        time.sleep(0.3)
+        os.kill(writer, signal.SIGKILL)  # at an arbitrary point of a write
+        assert os.waitpid(writer, 0)[1] == signal.SIGKILL
+        print("killed", flush=True)
+        sys.stdin.readline()  # the test has read the files
 """)
 
 
 def test_kill_9_during_writes_leaves_old_or_new_files_never_half(tmp_path):
+    """Three writers killed by SIGKILL, forked by one process (which imports torch once)."""
     target = tmp_path / "result"
-    for _ in range(3):
-        process = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE, text=True)
-        assert process.stdout.readline().strip() == "ready"
-        time.sleep(0.3)
-        process.kill()  # SIGKILL, at an arbitrary point of a write
-        process.wait()
-        value = torch.load(f"{target}.pt", weights_only=True)["value"]
-        assert value.shape == (1_000_000,) and bool((value == value[0]).all())
-        assert json.loads(Path(f"{target}.json").read_text())["value"] >= 1
+    process = subprocess.Popen([sys.executable, "-c", KILLER, str(target)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        for _ in range(3):
+            assert process.stdout.readline().strip() == "killed"
+            value = torch.load(f"{target}.pt", weights_only=True)["value"]
+            assert value.shape == (1_000_000,) and bool((value == value[0]).all())
+            assert json.loads(Path(f"{target}.json").read_text())["value"] >= 1
+            process.stdin.write("\n")
+            process.stdin.flush()
+        assert process.wait(timeout=60) == 0
+    finally:
+        process.kill()
 
 
 def test_corrupt_latest_checkpoint_is_detected_and_the_previous_one_used(tmp_path):

@@ -3,9 +3,11 @@ untrained state, compare's run names, and report.md / report.html on a tiny trai
 
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import shrink_shapes
 
 from lpl.analysis.report import run_labels
 from lpl.analysis.verdicts import (
@@ -114,13 +116,16 @@ def test_run_labels_tell_apart_runs_of_one_name():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """A tiny single-layer run on shapes (a few seconds)."""
+def trained(tmp_path_factory) -> Iterator[Path]:
+    """A tiny single-layer run on shapes (16 sequences a split, conftest), which stay small while this module's
+    tests analyse it."""
     out = tmp_path_factory.mktemp("report") / "outA"
-    assert main(["train", "--dataset", "shapes", "--dims", "1024", "32", "--steps", "20", "--batch-size", "16",
-                 "--log-every", "5", "--checkpoint-every", "20", "--num-export", "64", "--no-progress",
-                 "--output-dir", str(out)]) == 0
-    return out
+    with pytest.MonkeyPatch.context() as patch:
+        shrink_shapes(patch)
+        assert main(["train", "--dataset", "shapes", "--dims", "1024", "32", "--steps", "20", "--batch-size", "16",
+                     "--log-every", "5", "--checkpoint-every", "20", "--num-export", "64", "--no-progress",
+                     "--output-dir", str(out)]) == 0
+        yield out
 
 
 def test_compare_names_rows_by_folder_and_run(trained, tmp_path, capsys):

@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from conftest import shrink_shapes
 
 from lpl.analysis.metrics import knn_accuracy, participation_ratio, probe_split
 from lpl.cli import main
@@ -29,14 +30,14 @@ def test_cifar_run_writes_documented_outputs(cifar_dir, quick_args):
             "collapsed_units", "samples_per_s"} <= set(records[-1])
 
 
-def test_hierarchical_run_writes_every_layer(quick_args):
+def test_hierarchical_run_writes_every_layer(quick_args, small_shapes):
     assert main(["train-hierarchical", *quick_args]) == 0
     blob = torch.load(f"{_out(quick_args)}/activations/hierarchical_activations_after.pt")
     assert blob["layer1_activations"].shape == (64, 128) and blob["layer2_activations"].shape == (64, 64)
     assert blob["labels"].shape == (64,)
 
 
-def test_same_seed_gives_identical_outputs(tmp_path, quick_args):
+def test_same_seed_gives_identical_outputs(tmp_path, quick_args, small_shapes):
     runs = []
     for name in ("a", "b"):
         args = [a if a != _out(quick_args) else str(tmp_path / name) for a in quick_args]
@@ -75,7 +76,7 @@ def test_missing_cifar_and_corrupt_pickle_leave_outputs_untouched(tmp_path, cifa
     assert not (tmp_path / "out").exists()
 
 
-def test_refuses_to_overwrite_an_earlier_run(quick_args, capsys):
+def test_refuses_to_overwrite_an_earlier_run(quick_args, capsys, small_shapes):
     args = ["train", "--dataset", "shapes", "--dims", "1024", "16", *quick_args]
     assert main(args) == 0
     assert main(args) == 2
@@ -83,12 +84,14 @@ def test_refuses_to_overwrite_an_earlier_run(quick_args, capsys):
     assert main([*args, "--overwrite"]) == 0
 
 
-def test_learning_is_real_on_shapes(tmp_path):
+def test_learning_is_real_on_shapes(tmp_path, monkeypatch):
     """A short run beats its own initialisation on held-out shapes and does not collapse.
 
     Ten times the default learning rates, so that 600 steps show what 5000 steps show at the
-    defaults (README: kNN .33 -> .46).
+    defaults (README: kNN .33 -> .46). 500 training sequences instead of 2000 (kNN .317 -> .421
+    instead of .317 -> .423: 600 steps see each pair many times either way); the full test split.
     """
+    shrink_shapes(monkeypatch, 500, test_sequences=1000)
     out = tmp_path / "out"
     args = ["train", "--dataset", "shapes", "--dims", "1024", "64", "--steps", "600", "--log-every",
             "600", "--num-export", "8000", "--output-dir", str(out), "--no-progress",
