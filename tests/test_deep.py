@@ -1,14 +1,13 @@
 import json
 import os
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from lpl.analysis.probes import threads
 from lpl.analysis.readout import linear_readouts
 from lpl.cli import main
 from lpl.convnet import ConvNet
@@ -153,16 +152,6 @@ def _terms(terms: dict) -> dict:
 GLOO_THREADS = 2
 
 
-@contextmanager
-def _threads(count: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _worker(rank: int, world: int, port: int, views: torch.Tensor, state: dict, folder: str) -> None:
     torch.set_num_threads(GLOO_THREADS)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -187,7 +176,7 @@ def test_two_gloo_processes_compute_the_global_batch_objective(tmp_path):
     model = _Both()
     state = {k: v.clone() for k, v in model.state_dict().items()}
     views = torch.rand(2 * 16, 1, 12, 12, generator=torch.Generator().manual_seed(1))
-    with _threads(GLOO_THREADS):
+    with threads(GLOO_THREADS):
         total, terms = model(views)
         total.backward()
     expected_terms = _terms(terms)

@@ -1,4 +1,5 @@
-"""Read-outs of a frozen representation: linear probe, kNN, and the deep network's official readout."""
+"""Read-outs of a frozen representation: linear probe and kNN (the deep network's per-layer readout is
+``lpl.analysis.readout``)."""
 
 from __future__ import annotations
 
@@ -179,27 +180,3 @@ def probe_scores(x: Tensor, y: Tensor, ks: tuple[int, ...] = (20, 200), cov: Ten
     scores = {"linear_probe": linear_probe_accuracy(x[train], y[train], x[test], y[test], feature_cov=feature_cov)}
     knn = knn_accuracies(x[train], y[train], x[test], y[test], ks)
     return scores | {f"knn{k}": knn[k] for k in ks}
-
-
-@torch.no_grad()
-def linear_readout(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor,
-                   epochs: int = 20, batch: int = 512, lr: float = 1e-3, seed: int = 0) -> float:
-    """Accuracy of a logistic-regression readout on standardised frozen features (official protocol).
-
-    Adam on minibatches, on whatever device the features are; the deep network's reported figure.
-    """
-    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
-    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
-    generator = torch.Generator(train_x.device).manual_seed(seed)
-    classes = int(max(train_y.max(), test_y.max())) + 1
-    head = torch.nn.Linear(train_x.shape[1], classes).to(train_x.device)
-    optimizer = torch.optim.Adam(head.parameters(), lr=lr)
-    for _ in range(epochs):
-        order = torch.randperm(len(train_x), generator=generator, device=train_x.device)
-        for index in order.split(batch):
-            with torch.enable_grad():
-                loss = F.cross_entropy(head(train_x[index]), train_y[index])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-            optimizer.step()
-    return float((head(test_x).argmax(1) == test_y).float().mean())
