@@ -119,7 +119,6 @@ class BYOLHead(LayerHead):
         return self.projector(pooled(maps))
 
 
-@torch.compiler.disable  # triton 3.6 failed to compile its fused kernel on an H100; it is small
 def info_nce_loss(z: Tensor, temperature: float) -> Tensor:
     """NT-Xent of (2B, D) embeddings whose rows i and i + B are positives; the other 2B - 2 rows
     of the (global) batch are the negatives. Identical views of mutually orthogonal samples give
@@ -140,9 +139,12 @@ class SimCLRHead(LayerHead):
         super().__init__()
         self.projector = mlp(channels, hidden, out)
         self.temperature = temperature
+        # Kept out of compiled graphs: triton 3.6 failed to compile its fused kernel on an H100, and it is
+        # small. Wrapped here, not at import, so that importing lpl does not import dynamo (about a second).
+        self.loss = torch.compiler.disable(info_nce_loss)
 
     def forward(self, maps: Tensor, target: Tensor | None = None) -> tuple[Tensor, Terms]:
-        loss = info_nce_loss(self.projector(pooled(maps)), self.temperature)
+        loss = self.loss(self.projector(pooled(maps)), self.temperature)
         return loss, {"infonce": loss.detach()}
 
 

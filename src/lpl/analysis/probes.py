@@ -128,9 +128,10 @@ def linear_probe_accuracy(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_te
     else:
         hessian = feature_cov.to(dtype) / (4 * std[:, None] * std[None, :])
     hessian.diagonal().add_(penalty)
-    # One thread: the fit is many short steps, which lose more to thread hand-offs than they gain
-    # (several times over on a busy machine).
-    with threads(1):
+    # Narrow features: one thread, since the fit is many short steps, which lose more to thread hand-offs
+    # than they gain (several times over on a busy machine). Wide ones: each step is a pass over a large
+    # matrix, which every thread speeds up (raw CIFAR pixels: 3.6 s on one thread, 2.0 s on two).
+    with threads(1 if dtype == torch.float64 else torch.get_num_threads()):
         lower = torch.linalg.cholesky(hessian)
         inverse = torch.linalg.solve_triangular(lower, torch.eye(d, dtype=dtype), upper=False)  # L^-1
         del hessian, lower
