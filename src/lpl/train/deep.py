@@ -36,6 +36,11 @@ from lpl.layout import RunLayout, save_export
 from lpl.objective import LPLObjective
 from lpl.train.run import RunResult, Schedule, StateGroup, TrainingRun, check_output_dir
 
+# Warnings torch 2.11 prints while compiling the step that a user can do nothing about: fp32 matmuls stay
+# fp32 on purpose (the LPL terms' statistics), and the deprecation is inside inductor.
+COMPILE_NOISE = ("TensorFloat32 tensor cores for float32 matrix multiplication available",
+                 r"`torch._prims_common.check` is deprecated")
+
 
 @dataclass
 class DeepConfig(TrainConfig):
@@ -187,6 +192,14 @@ class DeepTrainer:
 
     def step(self) -> None:
         """One update; skipped on the device (and counted) when a gradient is not finite."""
+        if self.step_count or not self.compiled:
+            return self._step()
+        with warnings.catch_warnings():  # the first step compiles; torch's notes to its own developers go
+            for message in COMPILE_NOISE:
+                warnings.filterwarnings("ignore", message=message)
+            return self._step()
+
+    def _step(self) -> None:
         epoch = self.step_count / self.steps_per_epoch
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.config, epoch, self.schedule.steps / self.steps_per_epoch)
