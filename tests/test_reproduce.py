@@ -104,3 +104,22 @@ def test_unknown_variant_lists_the_valid_names(args, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["reproduce", *args, "--variants", "lpl", "hebbian"])
     assert exc.value.code == 2 and ", ".join(NAMES) in capsys.readouterr().err
+
+
+def test_shared_settings_are_declared_once_and_reach_every_variant():
+    """ReproduceConfig takes train-deep's defaults (seed aside) and hands its values to every variant."""
+    import dataclasses
+
+    from lpl.config import passed_on
+    from lpl.reproduce import ReproduceConfig
+    from lpl.train.deep import DeepConfig
+
+    shared = passed_on(ReproduceConfig(), DeepConfig)
+    assert {"dataset", "batch_size", "eval_train", "channels", "compile", "checkpoint_minutes"} <= set(shared)
+    assert {k: v for k, v in shared.items() if k != "seed"} == \
+        {k: v for k, v in dataclasses.asdict(DeepConfig()).items() if k in shared and k != "seed"}
+    config = ReproduceConfig(batch_size=64, eval_train=123, channels=[4, 8], pool_after=[1], seed=7)
+    for name in VARIANTS:
+        deep = config.deep_config(name)
+        assert all(getattr(deep, k) == v for k, v in passed_on(config, DeepConfig).items()), name
+        assert deep.channels is not config.channels  # a variant cannot change the shared list

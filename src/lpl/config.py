@@ -25,7 +25,6 @@ from lpl.validation import LPLError
 C = TypeVar("C")
 
 
-
 def option(default: Any, help: str, positional: bool = False) -> Any:
     """A dataclass field with help text for ``--help``; lists take ``default`` as a factory.
 
@@ -35,6 +34,27 @@ def option(default: Any, help: str, positional: bool = False) -> Any:
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def inherited(source: type, name: str, default: Any = dataclasses.MISSING, help: str | None = None) -> Any:
+    """Field ``name`` of the config class ``source``, with its default and help unless given here.
+
+    For a command that passes the value on to a ``source`` config: the default lives in one place,
+    and ``passed_on(config, source)`` collects every such field.
+    """
+    field = next(f for f in dataclasses.fields(source) if f.name == name)
+    if default is dataclasses.MISSING:
+        default = field.default_factory() if callable(field.default_factory) else field.default
+    metadata = {"help": help or field.metadata["help"], "positional": False, "passed_to": source}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def passed_on(config: Any, source: type) -> dict[str, Any]:
+    """The values of ``config``'s fields declared with ``inherited(source, ...)`` (lists copied)."""
+    return {f.name: (lambda v: list(v) if isinstance(v, list) else v)(getattr(config, f.name))
+            for f in dataclasses.fields(config) if f.metadata.get("passed_to") is source}
 
 
 def require(condition: bool, message: str) -> None:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any
 
 from lpl.analysis.report import write_report
-from lpl.config import TrainConfig, check_fields, option, require, require_positive
+from lpl.config import TrainConfig, check_fields, inherited, option, passed_on, require, require_positive
 from lpl.train.byol import BYOLConfig, train_byol
 from lpl.train.checkpoint import CheckpointFolder
 from lpl.train.dense import HIERARCHICAL, DenseConfig, train_dense
@@ -21,30 +21,19 @@ from lpl.validation import LPLError
 class DemoConfig:
     """Every run uses data that is generated, so the demo needs no download."""
 
-    output_dir: str = option("outputs/demo", "where the runs and the report go")
+    output_dir: str = inherited(TrainConfig, "output_dir", "outputs/demo", "where the runs and the report go")
     lpl_steps: int = option(3000, "steps of single-layer and hierarchical LPL")
     byol_steps: int = option(100, "steps of BYOL (the slowest part on a CPU)")
-    num_export: int = option(4000, "test images evaluated (500 shape sequences)")
-    seed: int = option(0, "random seed of every run")
-    resume: bool = option(False, "continue an interrupted demo (finished runs are kept)")
-    overwrite: bool = option(False, "replace the results of an earlier demo in --output-dir")
-    progress: bool = option(True, "show progress bars")
+    num_export: int = inherited(TrainConfig, "num_export", 4000, "test images evaluated (500 shape sequences)")
+    seed: int = inherited(TrainConfig, "seed")
+    resume: bool = inherited(TrainConfig, "resume", help="continue an interrupted demo (finished runs are kept)")
+    overwrite: bool = inherited(TrainConfig, "overwrite", help="replace the results of an earlier demo in --output-dir")
+    progress: bool = inherited(TrainConfig, "progress")
 
     def __post_init__(self) -> None:
         check_fields(self)
         require_positive(self, "lpl_steps", "byol_steps", "num_export")
         require(not (self.resume and self.overwrite), "--resume and --overwrite exclude each other; pick one")
-
-
-class _Common(TypedDict):
-    """The fields every demo run shares."""
-
-    output_dir: str
-    num_export: int
-    seed: int
-    resume: bool
-    overwrite: bool
-    progress: bool
 
 
 def _continued(run_config: Any) -> Any:
@@ -55,8 +44,7 @@ def _continued(run_config: Any) -> Any:
 
 
 def demo(config: DemoConfig) -> int | RunResult:
-    common: _Common = {"output_dir": config.output_dir, "num_export": config.num_export, "seed": config.seed,
-                       "resume": config.resume, "overwrite": config.overwrite, "progress": config.progress}
+    common = passed_on(config, TrainConfig)
     runs: list[tuple[str, Callable[[Any], RunResult], TrainConfig]] = [
         ("single-layer LPL (1024 -> 128)", train_dense,
          DenseConfig(dataset="shapes", dims=[1024, 128], steps=config.lpl_steps, **common)),

@@ -33,8 +33,7 @@ from typing import Any
 import torch
 
 from lpl.analysis.readout import pixel_readout
-from lpl.config import check_device, check_fields, option, require
-from lpl.convnet import VGG11_CHANNELS, VGG11_POOL_AFTER
+from lpl.config import check_device, check_fields, inherited, option, passed_on, require
 from lpl.data import load_splits
 from lpl.io import atomic_write_bytes, atomic_write_json, atomic_write_text, git_revision
 from lpl.train.checkpoint import CheckpointFolder
@@ -73,25 +72,25 @@ TIMING = "reproduce_timing.json"
 class ReproduceConfig:
     """LPL, its ablations, random init and pixels on one data set, with report and figures."""
 
-    dataset: str = option("cifar10", "data set (as for lpl train-deep)")
-    data_dir: str | None = option(None, "CIFAR-10 folder (default $LPL_DATA_DIR, else ./data)")
-    download: bool = option(True, "download CIFAR-10 when it is not in --data-dir")
-    image_size: int | None = option(None, "image folders: resize every image to N x N")
+    dataset: str = inherited(DeepConfig, "dataset")
+    data_dir: str | None = inherited(DeepConfig, "data_dir")
+    download: bool = inherited(DeepConfig, "download")
+    image_size: int | None = inherited(DeepConfig, "image_size")
     output_dir: str = option("outputs/reproduce", "folder of the variants' run folders and the report")
     variants: list[str] = option(list(NAMES), "variants to run (others are reported if already finished)")
     epochs: int = option(800, "training epochs of LPL (official protocol)")
     ablation_epochs: int = option(100, "training epochs of each ablation")
-    batch_size: int = option(1024, "image pairs per step")
-    seed: int = option(24, "random seed (official: 24)")
-    device: str = option("cpu", "torch device: cpu, cuda, cuda:1")
-    eval_train: int = option(50000, "training images whose features train the readouts")
-    eval_epochs: int = option(20, "epochs of each linear readout")
-    num_export: int = option(10000, "test images on which the readouts are scored")
-    channels: list[int] = option(list(VGG11_CHANNELS), "output channels of each conv block")
-    pool_after: list[int] = option(list(VGG11_POOL_AFTER), "1-based blocks followed by 2x2 max-pooling")
-    compile: bool = option(True, "torch.compile the training step (CUDA only)")
-    checkpoint_minutes: float = option(5.0, "minutes between checkpoints (0: only at the end and on a signal)")
-    progress: bool = option(True, "show progress bars")
+    batch_size: int = inherited(DeepConfig, "batch_size")
+    seed: int = inherited(DeepConfig, "seed", 24, "random seed (official: 24)")
+    device: str = inherited(DeepConfig, "device")
+    eval_train: int = inherited(DeepConfig, "eval_train")
+    eval_epochs: int = inherited(DeepConfig, "eval_epochs")
+    num_export: int = inherited(DeepConfig, "num_export")
+    channels: list[int] = inherited(DeepConfig, "channels")
+    pool_after: list[int] = inherited(DeepConfig, "pool_after")
+    compile: bool = inherited(DeepConfig, "compile")
+    checkpoint_minutes: float = inherited(DeepConfig, "checkpoint_minutes")
+    progress: bool = inherited(DeepConfig, "progress")
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -108,14 +107,9 @@ class ReproduceConfig:
 
     def deep_config(self, name: str, resume: bool = False, overwrite: bool = False) -> DeepConfig:
         """The train-deep config of variant ``name`` in ``<output-dir>/<name>``."""
-        return DeepConfig(
-            dataset=self.dataset, data_dir=self.data_dir, download=self.download, image_size=self.image_size,
-            device=self.device, batch_size=self.batch_size, seed=self.seed, eval_train=self.eval_train,
-            eval_epochs=self.eval_epochs, num_export=self.num_export, compile=self.compile, progress=self.progress,
-            channels=list(self.channels), pool_after=list(self.pool_after),
-            checkpoint_minutes=self.checkpoint_minutes, output_dir=str(self.folder(name)), name=name,
-            epochs=self.epochs if name == "lpl" else self.ablation_epochs, resume=resume, overwrite=overwrite,
-            **VARIANTS[name].settings)
+        return DeepConfig(**passed_on(self, DeepConfig), output_dir=str(self.folder(name)), name=name,
+                          epochs=self.epochs if name == "lpl" else self.ablation_epochs, resume=resume,
+                          overwrite=overwrite, **VARIANTS[name].settings)
 
     def pixel_settings(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("dataset", "image_size", "eval_train", "eval_epochs", "num_export")}
