@@ -5,7 +5,8 @@
   utilisation against the GPU's dense bf16 peak;
 - default run: ``lpl train-deep`` with its default logging and checkpointing (by wall time) on
   CIFAR-sized data, from its own log, and the same with a checkpoint every epoch (worst case for
-  the background writer); each as a ratio to the bare step;
+  the background writer: one falling due while the last is being written waits for it, so the
+  number written is printed too); each as a ratio to the bare step;
 - anchor (``--anchor PATH``): the prototype ``peer_deep.py`` run in the same process tree, and
   our bare step as a ratio to its ``fast_bf16_compiled``.
 
@@ -30,6 +31,7 @@ import torch
 
 from lpl.convnet import VGG11_CHANNELS, VGG11_POOL_AFTER
 from lpl.data.images import ImageSet
+from lpl.train.checkpoint import CheckpointFolder
 from lpl.train.deep import DeepConfig, DeepTrainer, schedule_for, train_deep
 
 PAIRS_PER_EPOCH = 50_000
@@ -66,8 +68,17 @@ def bare_step(images: torch.Tensor, batch: int, steps: int) -> tuple[float, floa
     return batch * steps / (time.perf_counter() - start), torch.cuda.max_memory_reserved() / 2**30
 
 
-def default_run(data_file: Path, epochs: int, checkpoint_every: int = 0) -> tuple[float, float]:
-    """(median pairs/s over the run's epochs after the second, wall seconds) of ``lpl train-deep``."""
+def default_run(data_file: Path, epochs: int, checkpoint_every: int = 0) -> tuple[float, float, int]:
+    """(median pairs/s over the run's epochs after the second, wall seconds, checkpoints written) of
+    ``lpl train-deep``."""
+    written = []
+    save = CheckpointFolder.save
+
+    def counted(folder: CheckpointFolder, state: dict, step: int) -> Path:
+        written.append(step)
+        return save(folder, state, step)
+
+    CheckpointFolder.save = counted  # type: ignore[method-assign]
     with tempfile.TemporaryDirectory() as out:
         config = DeepConfig(dataset=str(data_file), device="cuda", epochs=epochs, output_dir=out,
                             checkpoint_every=checkpoint_every, progress=False, evaluate=False,
@@ -76,8 +87,9 @@ def default_run(data_file: Path, epochs: int, checkpoint_every: int = 0) -> tupl
         train_deep(config)
         wall = time.perf_counter() - start
         records = [json.loads(line) for line in (Path(out) / "logs" / "deep_lpl_log.jsonl").read_text().splitlines()]
+    CheckpointFolder.save = save  # type: ignore[method-assign]
     rates = [r["samples_per_s"] for r in records if "samples_per_s" in r][2:]
-    return statistics.median(rates), wall
+    return statistics.median(rates), wall, len(written)
 
 
 def anchor(path: str) -> dict[str, float]:
@@ -107,9 +119,10 @@ def main() -> None:
         data_file = Path(tmp) / "images.pt"
         torch.save({"images": images, "labels": torch.zeros(len(images), dtype=torch.long)}, data_file)
         for label, every in (("default run", 0), ("checkpoint/epoch", PAIRS_PER_EPOCH // args.batch_size)):
-            rate, wall = default_run(data_file, args.epochs, every)
+            rate, wall, written = default_run(data_file, args.epochs, every)
             print(f"{label + ':':17s} {rate:9.0f} pairs/s  ({rate / bare:.2f} of the bare step; "
-                  f"{args.epochs} epochs in {wall:.0f} s wall incl. compile and exports)", flush=True)
+                  f"{args.epochs} epochs in {wall:.0f} s wall incl. compile and exports; "
+                  f"{written} checkpoints written)", flush=True)
     if args.anchor:
         figures = anchor(args.anchor)
         print(f"anchor:           {figures}")

@@ -220,3 +220,45 @@ def test_nan_loss_in_byol_is_never_applied(tmp_path, monkeypatch):
         assert main(_args("train-byol", tmp_path, steps=4)) == loop.EXIT_NONFINITE
     weights = _tensors(tmp_path / "weights" / "byol_shapes_weights.pt")
     assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
+
+
+def test_a_slow_disk_postpones_checkpoints_and_never_holds_up_training(tmp_path, monkeypatch):
+    """A checkpoint falling due while the previous one is still being written is taken at the first
+    step after that write ends; steps go on meanwhile, and the last state is always saved."""
+    import threading
+    from dataclasses import dataclass
+    from types import SimpleNamespace
+
+    from lpl.layout import RunLayout
+    from lpl.train.run import Schedule, TrainingRun
+
+    disk_free, written = threading.Event(), []
+    real_save = CheckpointFolder.save
+
+    def slow_save(folder, state, step):
+        if not written:
+            disk_free.wait(timeout=10)  # the first write takes until the test frees the disk
+        written.append(step)
+        return real_save(folder, state, step)
+
+    monkeypatch.setattr(CheckpointFolder, "save", slow_save)
+    state = SimpleNamespace(step=0)
+    trainer = SimpleNamespace(state_dict=lambda: {"step": state.step}, load_state_dict=lambda saved: None)
+    @dataclass
+    class Config:
+        keep_checkpoints: int = 10
+        resume: bool = False
+        overwrite: bool = False
+        progress: bool = False
+
+    layout = RunLayout(tmp_path, "slow", "slow_activations")
+    with TrainingRun(Config(), layout, Schedule(12, 100, checkpoint_every=1), trainer, lambda tag: None, 1) as run:
+        for step in run.steps():
+            state.step = step
+            if step == 5:  # steps 1-5 ran while step 1's checkpoint was being written
+                assert written == []
+                disk_free.set()
+                run.writer.wait()
+    assert written[0] == 1
+    assert written[1] == 5  # due since step 2, taken once the write had ended (after step 5)
+    assert written[-1] == 12 and load_checkpoint(CheckpointFolder(tmp_path / "weights", "slow").path(12))["step"] == 12

@@ -132,6 +132,8 @@ class TrainConfig(RunOptions):
     download: bool = option(True, "download CIFAR-10 when it is not in --data-dir")
     image_size: int | None = option(None, "image folders: resize every image to N x N")
     num_export: int = option(10000, "test samples whose activations are exported")
+    checkpoint_every: int = option(0, "steps between checkpoints besides --checkpoint-minutes (0: none); one "
+                                   "falling due while the last is still being written follows once it is on disk")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -91,8 +91,8 @@ class CheckpointWriter:
     """Writes checkpoints of a ``CheckpointFolder`` in a background thread, one at a time.
 
     ``submit`` takes a CPU snapshot at once (so training may go on changing the state) and returns
-    while the previous write, if any, is waited for; ``wait`` blocks until the last one is on disk
-    and re-raises its error.
+    after waiting for the previous write, if any (``busy`` tells whether it would wait); ``wait``
+    blocks until the last one is on disk and re-raises its error.
     """
 
     def __init__(self, folder: CheckpointFolder):
@@ -106,6 +106,10 @@ class CheckpointWriter:
         self.wait()
         self.pending = self.executor.submit(self.folder.save, copy, step)
         return self.folder.path(step)
+
+    def busy(self) -> bool:
+        """Whether the last write is still in progress."""
+        return self.pending is not None and not self.pending.done()
 
     def save(self, state: dict[str, Any], step: int) -> Path:
         """Write now (after any pending write): for the end of a run, signals and NaN stops."""

@@ -53,7 +53,6 @@ class DeepConfig(TrainConfig):
     steps: int | None = option(None, "training steps (default: epochs x steps per epoch)")
     batch_size: int = option(1024, "image pairs per step (global batch under torchrun)")
     log_every: int | None = option(None, "steps between diagnostics (default: once per epoch)")
-    checkpoint_every: int = option(0, "steps between checkpoints (0: by --checkpoint-minutes only)")
     lr: float = option(1e-3, "Adam learning rate after warm-up")
     weight_decay: float = option(1.5e-6, "Adam weight decay (not on biases)")
     warmup_epochs: float = option(10.0, "linear warm-up from 0, then cosine decay")

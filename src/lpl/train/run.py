@@ -245,7 +245,7 @@ class TrainingRun:
         bar = tqdm(total=schedule.steps, initial=self.start, disable=not self.config.progress,
                    desc=self.layout.name, file=sys.stderr, dynamic_ncols=True)
         self._last_log = (time.perf_counter(), self.start)
-        last_checkpoint = time.monotonic()
+        last_checkpoint, due = time.monotonic(), False
         try:
             for step in range(self.start + 1, schedule.steps + 1):
                 yield step
@@ -262,9 +262,11 @@ class TrainingRun:
                 by_steps = schedule.checkpoint_every and step % schedule.checkpoint_every == 0
                 by_time = (schedule.checkpoint_minutes
                            and time.monotonic() - last_checkpoint >= 60 * schedule.checkpoint_minutes)
-                if (by_steps or by_time) and step < schedule.steps:
+                due = due or bool(by_steps or by_time)
+                # One due while the previous one is still being written waits for it; training does not.
+                if due and step < schedule.steps and not self.writer.busy():
                     self.writer.submit(self._checkpoint_state(step), step)
-                    last_checkpoint = time.monotonic()
+                    due, last_checkpoint = False, time.monotonic()
         finally:
             bar.close()
 
