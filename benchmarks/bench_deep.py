@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -78,8 +79,7 @@ def default_run(data_file: Path, epochs: int, checkpoint_every: int = 0) -> tupl
         written.append(step)
         return save(folder, state, step)
 
-    CheckpointFolder.save = counted  # type: ignore[method-assign]
-    with tempfile.TemporaryDirectory() as out:
+    with mock.patch.object(CheckpointFolder, "save", counted), tempfile.TemporaryDirectory() as out:
         config = DeepConfig(dataset=str(data_file), device="cuda", epochs=epochs, output_dir=out,
                             checkpoint_every=checkpoint_every, progress=False, evaluate=False,
                             eval_train=1000, num_export=1000)
@@ -87,7 +87,6 @@ def default_run(data_file: Path, epochs: int, checkpoint_every: int = 0) -> tupl
         train_deep(config)
         wall = time.perf_counter() - start
         records = [json.loads(line) for line in (Path(out) / "logs" / "deep_lpl_log.jsonl").read_text().splitlines()]
-    CheckpointFolder.save = save  # type: ignore[method-assign]
     rates = [r["samples_per_s"] for r in records if "samples_per_s" in r][2:]
     return statistics.median(rates), wall, len(written)
 

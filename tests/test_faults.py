@@ -223,9 +223,11 @@ def test_nan_loss_in_byol_is_never_applied(tmp_path, monkeypatch):
 
 
 def test_a_slow_disk_postpones_checkpoints_and_never_holds_up_training(tmp_path, monkeypatch):
-    """A checkpoint falling due while the previous one is still being written is taken at the first
-    step after that write ends; steps go on meanwhile, and the last state is always saved."""
+    """A checkpoint falling due while the previous one is still being written is taken at the end of
+    the first step after that write ends (not at the next multiple of --checkpoint-every); steps go
+    on meanwhile, and the last state is always saved."""
     import threading
+    import time
     from dataclasses import dataclass
     from types import SimpleNamespace
 
@@ -236,14 +238,11 @@ def test_a_slow_disk_postpones_checkpoints_and_never_holds_up_training(tmp_path,
     real_save = CheckpointFolder.save
 
     def slow_save(folder, state, step):
-        if not written:
-            disk_free.wait(timeout=10)  # the first write takes until the test frees the disk
+        if not written:  # the first write lasts until the test frees the disk
+            assert disk_free.wait(timeout=5), "the training loop waited for the disk"
         written.append(step)
         return real_save(folder, state, step)
 
-    monkeypatch.setattr(CheckpointFolder, "save", slow_save)
-    state = SimpleNamespace(step=0)
-    trainer = SimpleNamespace(state_dict=lambda: {"step": state.step}, load_state_dict=lambda saved: None)
     @dataclass
     class Config:
         keep_checkpoints: int = 10
@@ -251,14 +250,20 @@ def test_a_slow_disk_postpones_checkpoints_and_never_holds_up_training(tmp_path,
         overwrite: bool = False
         progress: bool = False
 
+    monkeypatch.setattr(CheckpointFolder, "save", slow_save)
+    state = SimpleNamespace(step=0)
+    trainer = SimpleNamespace(state_dict=lambda: {"step": state.step}, load_state_dict=lambda saved: None)
     layout = RunLayout(tmp_path, "slow", "slow_activations")
-    with TrainingRun(Config(), layout, Schedule(12, 100, checkpoint_every=1), trainer, lambda tag: None, 1) as run:
+    schedule = Schedule(12, 100, checkpoint_every=3, checkpoint_minutes=0)
+    with TrainingRun(Config(), layout, schedule, trainer, lambda tag: None, 1) as run:
         for step in run.steps():
             state.step = step
-            if step == 5:  # steps 1-5 ran while step 1's checkpoint was being written
+            if step == 7:  # steps 3-7 ran while step 3's checkpoint was being written; step 6's is due
                 assert written == []
                 disk_free.set()
-                run.writer.wait()
-    assert written[0] == 1
-    assert written[1] == 5  # due since step 2, taken once the write had ended (after step 5)
-    assert written[-1] == 12 and load_checkpoint(CheckpointFolder(tmp_path / "weights", "slow").path(12))["step"] == 12
+            if step >= 7:  # from here on, each step outlasts a write
+                deadline = time.monotonic() + 5
+                while run.writer.busy() and time.monotonic() < deadline:
+                    time.sleep(0.01)
+    assert written == [3, 7, 9, 12]
+    assert load_checkpoint(CheckpointFolder(tmp_path / "weights", "slow").path(12))["step"] == 12

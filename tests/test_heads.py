@@ -114,3 +114,17 @@ def test_end_to_end_heads_train_every_block(objective):
 def test_simclr_embeddings_are_compared_after_normalisation():
     z = torch.randn(8, 5)
     assert info_nce_loss(z, 0.2).item() == pytest.approx(info_nce_loss(F.normalize(z) * 7, 0.2).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("objective", ["lpl", "byol", "simclr"])
+def test_models_pickle_and_save_whole(objective):
+    """torch.save of a whole model (not only its state_dict) works for every head, and gives the same loss."""
+    import io
+    import pickle
+
+    model = build_model(objective, ConvNet(1, (4, 8), (1,)), local=True).eval()
+    views = torch.rand(8, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    copy = pickle.loads(pickle.dumps(model))
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    assert torch.equal(copy(views)[0], model(views)[0])

@@ -8,6 +8,7 @@ command line into a config, with a preset of other defaults where a command need
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import math
 import sys
@@ -36,24 +37,34 @@ def option(default: Any, help: str, positional: bool = False) -> Any:
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def inherited(source: type, name: str, default: Any = dataclasses.MISSING, help: str | None = None) -> Any:
-    """Field ``name`` of the config class ``source``, with its default and help unless given here.
-
-    For a command that passes the value on to a ``source`` config: the default lives in one place,
-    and ``passed_on(config, source)`` collects every such field.
-    """
-    field = next(f for f in dataclasses.fields(source) if f.name == name)
+def _field_of(source: type, name: str, default: Any, help: str | None, **metadata: Any) -> Any:
+    """A field like ``source``'s field ``name``: its default and help unless given."""
+    field = next((f for f in dataclasses.fields(source) if f.name == name), None)
+    if field is None:
+        raise TypeError(f"{source.__name__} has no field {name!r}")
     if default is dataclasses.MISSING:
         default = field.default_factory() if callable(field.default_factory) else field.default
-    metadata = {"help": help or field.metadata["help"], "positional": False, "passed_to": source}
+    metadata = {"help": help or field.metadata["help"], "positional": False, **metadata}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def inherited(source: type, name: str, default: Any = dataclasses.MISSING, help: str | None = None) -> Any:
+    """Field ``name`` of the config class ``source``, for a command that passes its value on to a
+    ``source`` config: the default and help live there (unless given), and ``passed_on(config, source)``
+    collects every such field."""
+    return _field_of(source, name, default, help, passed_to=source)
+
+
+def with_default(base: type, name: str, default: Any) -> Any:
+    """A subclass's own default for the field ``name`` of its config base class (same flag, same help)."""
+    return _field_of(base, name, default, None)
+
+
 def passed_on(config: Any, source: type) -> dict[str, Any]:
     """The values of ``config``'s fields declared with ``inherited(source, ...)`` (lists copied)."""
-    return {f.name: (lambda v: list(v) if isinstance(v, list) else v)(getattr(config, f.name))
+    return {f.name: copy.copy(getattr(config, f.name))
             for f in dataclasses.fields(config) if f.metadata.get("passed_to") is source}
 
 
@@ -189,12 +200,3 @@ def parse_config(config_cls: type[C], argv: Sequence[str], prog: str, descriptio
         return config_cls(**vars(namespace))
     except LPLError as exc:
         parser.error(str(exc))
-
-
-def config_from_dict(config_cls: type[C], values: dict[str, Any]) -> C:
-    """Build a config from a saved dict, rejecting keys the config does not have."""
-    names = {f.name for f in dataclasses.fields(config_cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise LPLError(f"unknown config keys {unknown} for {config_cls.__name__}; valid keys: {sorted(names)}")
-    return config_cls(**values)

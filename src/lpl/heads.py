@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from typing import ClassVar, Literal
 
 import torch
@@ -132,6 +133,18 @@ def info_nce_loss(z: Tensor, temperature: float) -> Tensor:
     return F.cross_entropy(logits, positives)
 
 
+_info_nce_uncompiled: Callable[[Tensor, float], Tensor] | None = None
+
+
+def info_nce_outside_graphs() -> Callable[[Tensor, float], Tensor]:
+    """``info_nce_loss`` kept out of compiled graphs (triton 3.6 failed to compile its fused kernel on an
+    H100; it is small). Wrapped at first use, not at import: importing dynamo takes about a second."""
+    global _info_nce_uncompiled
+    if _info_nce_uncompiled is None:
+        _info_nce_uncompiled = torch.compiler.disable(info_nce_loss)
+    return _info_nce_uncompiled
+
+
 class SimCLRHead(LayerHead):
     """SimCLR on one block's pooled output: projector MLP and InfoNCE with a temperature."""
 
@@ -139,12 +152,9 @@ class SimCLRHead(LayerHead):
         super().__init__()
         self.projector = mlp(channels, hidden, out)
         self.temperature = temperature
-        # Kept out of compiled graphs: triton 3.6 failed to compile its fused kernel on an H100, and it is
-        # small. Wrapped here, not at import, so that importing lpl does not import dynamo (about a second).
-        self.loss = torch.compiler.disable(info_nce_loss)
 
     def forward(self, maps: Tensor, target: Tensor | None = None) -> tuple[Tensor, Terms]:
-        loss = self.loss(self.projector(pooled(maps)), self.temperature)
+        loss = info_nce_outside_graphs()(self.projector(pooled(maps)), self.temperature)
         return loss, {"infonce": loss.detach()}
 
 

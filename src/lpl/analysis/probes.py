@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -120,6 +121,7 @@ def linear_probe_accuracy(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_te
         z, z_test = _row_space(z, z_test)
         feature_cov = None
     (n, d), k, dtype = z.shape, len(classes), z.dtype
+    narrow = dtype == torch.float64  # FLOAT32_FEATURES or fewer, after any row-space reduction
     # Two classes: a softmax over two weight vectors with the same penalty is the binomial model at half of it.
     penalty = (2.0 if k == 2 else 1.0) / (c * n)
     onehot = F.one_hot(y, k).to(dtype)
@@ -131,7 +133,7 @@ def linear_probe_accuracy(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_te
     # Narrow features: one thread, since the fit is many short steps, which lose more to thread hand-offs
     # than they gain (several times over on a busy machine). Wide ones: each step is a pass over a large
     # matrix, which every thread speeds up (raw CIFAR pixels: 3.6 s on one thread, 2.0 s on two).
-    with threads(1 if dtype == torch.float64 else torch.get_num_threads()):
+    with threads(1) if narrow else contextlib.nullcontext():
         lower = torch.linalg.cholesky(hessian)
         inverse = torch.linalg.solve_triangular(lower, torch.eye(d, dtype=dtype), upper=False)  # L^-1
         del hessian, lower

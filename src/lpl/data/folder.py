@@ -71,10 +71,6 @@ def _entries(folder: Path) -> list[os.DirEntry]:
         return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
 
 
-def _is_image_name(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS)
-
-
 def _add_images(files: list[os.DirEntry], prefix: str, label: int, ids: list[int], out: SplitListing) -> None:
     """Append image files with their sequence ``ids`` (``prefix``: their folder relative to the root)."""
     bad = next((e for e in files if not e.name.lower().endswith(IMAGE_EXTENSIONS)), None)

@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from lpl.config import TrainConfig, inherited, option, require, require_positive
+from lpl.config import TrainConfig, option, require, require_positive, with_default
 from lpl.data import load_splits
 from lpl.data.images import to_unit_float
 from lpl.data.pairs import PairStream
@@ -28,7 +28,7 @@ class BYOLConfig(TrainConfig):
     steps: int = option(1000, "number of training steps")
     batch_size: int = option(32, "images per step (each gives two views)")
     log_every: int = option(100, "steps between diagnostics")
-    checkpoint_every: int = inherited(TrainConfig, "checkpoint_every", 250)
+    checkpoint_every: int = with_default(TrainConfig, "checkpoint_every", 250)
     views: Literal["byol", "temporal"] = option(
         "byol", "byol: crop/flip/colour/grayscale/blur (crop/flip for grayscale); temporal: LPL's pairs")
     lr: float = option(1e-3, "Adam learning rate of the first convolution (the only trained layer)")

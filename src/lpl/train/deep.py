@@ -158,6 +158,7 @@ class DeepTrainer:
         # CUDA graphs ("reduce-overhead") remove the launch overhead that bounds this small-image step.
         self.compiled = config.compile and self.cuda
         self.forward = torch.compile(self._forward, mode="reduce-overhead") if self.compiled else self._forward
+        self.compiling = self.compiled  # until this process's first step (a resumed run compiles again)
         self.step_count = 0
         self.skipped = torch.zeros((), device=device)  # updates skipped for non-finite gradients
         self._one = torch.ones((), device=device)
@@ -182,7 +183,7 @@ class DeepTrainer:
         try:
             return self.forward(*args)
         except Exception as exc:  # dynamo, inductor and triton raise many types
-            if not self.compiled or self.step_count > 0:
+            if not self.compiling:
                 raise
             warnings.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); training "
                           f"continues without it (slower); --no-compile skips it", RuntimeWarning, stacklevel=2)
@@ -191,12 +192,13 @@ class DeepTrainer:
 
     def step(self) -> None:
         """One update; skipped on the device (and counted) when a gradient is not finite."""
-        if self.step_count or not self.compiled:
+        if not self.compiling:
             return self._step()
-        with warnings.catch_warnings():  # the first step compiles; torch's notes to its own developers go
+        with warnings.catch_warnings():  # this step compiles; torch's notes to its own developers go
             for message in COMPILE_NOISE:
                 warnings.filterwarnings("ignore", message=message)
-            return self._step()
+            self._step()
+        self.compiling = False
 
     def _step(self) -> None:
         epoch = self.step_count / self.steps_per_epoch

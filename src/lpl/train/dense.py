@@ -11,7 +11,7 @@ from typing import Any, cast
 import torch
 
 from lpl.analysis.metrics import collapsed_units
-from lpl.config import TrainConfig, inherited, option, require, require_positive
+from lpl.config import TrainConfig, option, require, require_positive, with_default
 from lpl.data import load_splits
 from lpl.data.augment import WeakAugmentSpec
 from lpl.data.pairs import PairMode, PairStream
@@ -30,7 +30,7 @@ class DenseConfig(TrainConfig):
     steps: int = option(5000, "number of training steps")
     batch_size: int = option(256, "temporal pairs per step")
     log_every: int = option(500, "steps between diagnostics")
-    checkpoint_every: int = inherited(TrainConfig, "checkpoint_every", 1000)
+    checkpoint_every: int = with_default(TrainConfig, "checkpoint_every", 1000)
     dims: list[int] = option([3072, 128], "layer sizes, input first (the input must match the data)")
     lr_hebb: float = option(DENSE_RATES.hebb, "learning rate of the Hebbian (variance) term; 0 switches it off")
     lr_pred: float = option(DENSE_RATES.pred, "learning rate of the predictive term; 0 switches it off")

@@ -48,8 +48,8 @@ class Schedule:
 
     steps: int
     log_every: int
-    checkpoint_every: int = 0          # steps between checkpoints; 0 = by wall time only
-    checkpoint_minutes: float = 5.0    # 0 = only at the end, on a signal and on a NaN stop
+    checkpoint_every: int       # steps between checkpoints; 0 = by wall time only
+    checkpoint_minutes: float   # 0 = only at the end, on a signal and on a NaN stop
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.log_every < 1:
