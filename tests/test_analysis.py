@@ -3,8 +3,8 @@ import torch
 from conftest import shrink_shapes
 
 from lpl.analysis import metrics, probes
+from lpl.analysis.commands import collapse_warnings, markdown_table
 from lpl.analysis.evaluate import consecutive_pairs, load_representations
-from lpl.analysis.report import collapse_warnings, markdown_table
 from lpl.cli import main
 from lpl.validation import LPLError
 

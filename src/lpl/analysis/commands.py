@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import csv
+import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from lpl.analysis.document import Heading, to_markdown
+from lpl.analysis.evaluate import Evaluation
 from lpl.analysis.readout import deep_runs
 from lpl.analysis.report import (
-    csv_table,
     deep_comparison,
     deep_results_files,
     load_deep_runs,
     load_runs,
-    markdown_table,
     results_blocks,
     rows_csv,
     write_report,
 )
+from lpl.analysis.verdicts import COLLAPSE_FRACTION
 from lpl.config import option
 from lpl.io import atomic_write_text
 from lpl.validation import LPLError
@@ -51,6 +54,47 @@ class ReportConfig:
     output_dir: str = option("outputs", "the training output folder", positional=True)
     baselines: bool = option(True, "include the pixel, random-projection and PCA baselines")
 
+
+# ---------------------------------------------------------------- raw tables (lpl analyze)
+
+COLUMNS = ("collapsed_units", "participation_ratio", "mean_abs_correlation", "lifetime_sparsity",
+           "linear_probe", "knn20", "knn200", "within_class_similarity", "across_class_similarity",
+           "consecutive_similarity", "random_pair_similarity")
+COUNTS = ("collapsed_units", "units")
+
+
+def _cell(column: str, value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.0f}" if column in COUNTS else f"{value:.3f}"
+
+
+def markdown_table(rows: Sequence[Evaluation], columns: Sequence[str] = COLUMNS) -> str:
+    """Every column under its metric name, one row per evaluation (the raw form ``lpl analyze`` prints)."""
+    present = [c for c in columns if any(c in r.values for r in rows)]
+    lines = ["| representation | " + " | ".join(present) + " |", "|---" * (len(present) + 1) + "|"]
+    lines += [f"| {r.name} | " + " | ".join(_cell(c, r.values.get(c)) for c in present) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def csv_table(rows: Sequence[Evaluation]) -> str:
+    keys = sorted({k for r in rows for k in r.values})
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["representation", *keys])
+    writer.writerows([r.name, *(r.values.get(k, "") for k in keys)] for r in rows)
+    return buffer.getvalue()
+
+
+def collapse_warnings(rows: Sequence[Evaluation]) -> list[str]:
+    """Raw threshold check of trained rows, not judged against the untrained state (the report uses
+    ``verdicts.collapse_sentences``, which is)."""
+    return [f"COLLAPSED: {r.name}: {r.values['collapsed_units']:.0f}/{r.values['units']:.0f} units have std < 0.1"
+            for r in rows if not r.name.endswith("/before") and "/baseline/" not in r.name
+            and r.values.get("collapsed_fraction", 0) > COLLAPSE_FRACTION]
+
+
+# ---------------------------------------------------------------- commands
 
 def analyze(config: AnalyzeConfig) -> int:
     """The raw table (every metric under its own name), then the findings in sentences."""

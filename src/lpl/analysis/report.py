@@ -1,7 +1,5 @@
 """Reports a scientist can read: a setup paragraph, findings in sentences, short tables with a glossary,
 and figures per run; written as ``report.md`` and one self-contained ``report.html``.
-
-The raw tables (``markdown_table``, ``csv_table``) stay for ``lpl analyze``.
 """
 
 from __future__ import annotations
@@ -30,8 +28,6 @@ from lpl.analysis.figures import (
     term,
 )
 from lpl.analysis.verdicts import (
-    COLLAPSE_FRACTION,
-    PROBES,
     Row,
     baseline_sentences,
     best_sentences,
@@ -45,49 +41,6 @@ from lpl.analysis.verdicts import (
 from lpl.io import atomic_write_text
 from lpl.layout import before_after, run_stem, saved_run
 from lpl.validation import LPLError
-
-# ---------------------------------------------------------------- raw tables (lpl analyze)
-
-COLUMNS = ("collapsed_units", "participation_ratio", "mean_abs_correlation", "lifetime_sparsity",
-           "linear_probe", "knn20", "knn200", "within_class_similarity", "across_class_similarity",
-           "consecutive_similarity", "random_pair_similarity")
-COUNTS = ("collapsed_units", "units")
-
-
-def _cell(column: str, value: float | None) -> str:
-    if value is None:
-        return ""
-    return f"{value:.0f}" if column in COUNTS else f"{value:.3f}"
-
-
-def markdown_table(rows: Sequence[Evaluation], columns: Sequence[str] = COLUMNS) -> str:
-    """Every column under its metric name, one row per evaluation (the raw form ``lpl analyze`` prints)."""
-    present = [c for c in columns if any(c in r.values for r in rows)]
-    lines = ["| representation | " + " | ".join(present) + " |", "|---" * (len(present) + 1) + "|"]
-    lines += [f"| {r.name} | " + " | ".join(_cell(c, r.values.get(c)) for c in present) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def csv_table(rows: Sequence[Evaluation]) -> str:
-    keys = sorted({k for r in rows for k in r.values})
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["representation", *keys])
-    writer.writerows([r.name, *(r.values.get(k, "") for k in keys)] for r in rows)
-    return buffer.getvalue()
-
-
-def collapse_warnings(rows: Sequence[Evaluation]) -> list[str]:
-    """Raw threshold check of trained rows, not judged against the untrained state (the report uses
-    ``verdicts.collapse_sentences``, which is)."""
-    return [f"COLLAPSED: {r.name}: {r.values['collapsed_units']:.0f}/{r.values['units']:.0f} units have std < 0.1"
-            for r in rows if not r.name.endswith("/before") and "/baseline/" not in r.name
-            and r.values.get("collapsed_fraction", 0) > COLLAPSE_FRACTION]
-
-
-def analyze_files(paths: Sequence[str | Path], with_baselines: bool = True) -> list[Evaluation]:
-    return [e for run in load_runs(paths, with_baselines) for e in run.evaluations]
-
 
 # ---------------------------------------------------------------- runs
 
@@ -851,6 +804,5 @@ def _record_table(record: Mapping[str, Any]) -> tuple[Table, list[str]]:
     return Table(("quantity", *headers), rows, (False, *(True for _ in layers))), names
 
 
-__all__ = ["PROBES", "DeepRun", "Run", "analyze_files", "collapse_warnings", "csv_table", "deep_comparison",
-           "deep_results_files", "load_deep_runs", "load_runs", "markdown_table", "results_blocks", "rows_csv",
-           "write_report"]
+__all__ = ["DeepRun", "Run", "deep_comparison", "deep_results_files", "load_deep_runs", "load_runs",
+           "results_blocks", "rows_csv", "write_report"]
