@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lpl.analysis import report
-from lpl.analysis.report import deep_results_files, init_rows, load_deep_runs
+from lpl.analysis.deep_report import deep_results_files, init_rows, load_deep_runs
 from lpl.analysis.verdicts import deep_sentences
 from lpl.cli import main
 from lpl.layout import save_export
@@ -88,7 +88,7 @@ def test_compare_puts_deep_runs_side_by_side(three, tmp_path, capsys):
             "layer 6).") in markdown
     assert "outA/deep_lpl: layer 6 of 8 (55.3%)" in markdown
     assert ("outA/deep_lpl vs the random initialisation at the final layer (layer 8): better (53.5% vs 28.0%, "
-            "+25.5 points).") in markdown
+            "+25.5 points); layer by layer: better at every layer.") in markdown
     assert "Settings that differ" not in markdown
 
     rows = list(csv.DictReader((tmp_path / "cmp.csv").open()))
@@ -148,8 +148,8 @@ def test_deep_sentences_on_hand_made_numbers():
     assert best == "At each run's best layer, best is A (60.0% at layer 2), 2.0 points ahead of B (58.0% at layer 3)."
     assert layers == "Best layer of each run: A: layer 2 of 3 (60.0%); B: layer 3 of 3 (58.0%)."
     assert a == ("A vs the random initialisation at the final layer (layer 3): tie (55.0% vs 55.3%, within 0.5 "
-                 "points).")
-    assert b.endswith("better (58.0% vs 55.3%, +2.7 points).")
+                 "points); layer by layer: better at layers 1-2, tie at layer 3.")
+    assert b.endswith("better (58.0% vs 55.3%, +2.7 points); layer by layer: better at every layer.")
     worse = deep_sentences({"C": [0.1]}, {"C": [0.3]}, tol=0.005)[-1]
     assert worse == "C vs the random initialisation at the final layer (layer 1): worse (10.0% vs 30.0%, -20.0 points)."
 

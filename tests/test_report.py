@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import shrink_shapes
 
-from lpl.analysis.report import run_labels
+from lpl.analysis.deep_report import run_labels
 from lpl.analysis.verdicts import (
     Row,
     baseline_sentences,

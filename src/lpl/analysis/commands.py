@@ -8,18 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lpl.analysis.deep_report import deep_comparison, deep_results_files, load_deep_runs
 from lpl.analysis.document import Heading, to_markdown
 from lpl.analysis.evaluate import Evaluation
 from lpl.analysis.readout import deep_runs
-from lpl.analysis.report import (
-    deep_comparison,
-    deep_results_files,
-    load_deep_runs,
-    load_runs,
-    results_blocks,
-    rows_csv,
-    write_report,
-)
+from lpl.analysis.report import load_runs, results_blocks, rows_csv, write_report
 from lpl.analysis.verdicts import COLLAPSE_FRACTION
 from lpl.config import option
 from lpl.io import atomic_write_text

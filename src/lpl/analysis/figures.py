@@ -150,27 +150,57 @@ def plot_layer_profile(profiles: Mapping[str, Mapping[str, Sequence[float]]], pa
     return _save(fig, path)
 
 
-def plot_readout_comparison(runs: Mapping[str, Sequence[float]], init: Mapping[str, Sequence[float]], path: Path,
-                            title: str, chance: float | None = None) -> Path:
-    """Linear readout (%) against the layer: a solid line per run (``{label: fraction per layer}``), a dashed
-    line per random initialisation, and chance dotted when known."""
+def plot_layer_comparison(runs: Mapping[str, Sequence[float]], init: Mapping[str, Sequence[float]], path: Path,
+                          title: str, ylabel: str = "linear readout accuracy (%)", percent: bool = True,
+                          chance: float | None = None, inputs: Mapping[str, float] | None = None,
+                          published: Mapping[str, float] | None = None) -> Path:
+    """A value per layer: a solid line per run (``{label: value per layer}``), a dashed line per random
+    initialisation; with ``percent`` the fractions are drawn as %. Optional: chance (dotted), the readout of
+    the raw input (``{label: fraction}``, dash-dotted across) and published final-layer values (``{label: %}``,
+    stars right of the last layer, in the colour of the line of that label). Values that span more than a
+    factor of ten on a non-percent axis get a log axis."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    fig, ax = plt.subplots(figsize=(8.5, 4.6))
+    scale = 100.0 if percent else 1.0
+    colours: dict[str, str] = {}
     for label, values in runs.items():
-        ax.plot(range(1, len(values) + 1), [100 * v for v in values], marker="o", label=label)
+        (line,) = ax.plot(range(1, len(values) + 1), [scale * v for v in values], marker="o", label=label)
+        colours[label] = line.get_color()
     for i, (label, values) in enumerate(init.items()):
-        ax.plot(range(1, len(values) + 1), [100 * v for v in values], linestyle="--", marker=".",
+        ax.plot(range(1, len(values) + 1), [scale * v for v in values], linestyle="--", marker=".",
                 color="black" if i == 0 else None, label=label)
+    for label, value in (inputs or {}).items():
+        ax.axhline(scale * value, color="black", linestyle="-.", linewidth=1, label=f"{label} ({scale * value:.1f}%)")
+        colours[label] = "black"
     if chance is not None:
         ax.axhline(100 * chance, color="grey", linestyle=":", linewidth=1, label=f"chance ({100 * chance:.1f}%)")
     layers = max((len(v) for v in (*runs.values(), *init.values())), default=1)
+    if published:
+        _stars(ax, published, colours, layers + 0.3)
+    drawn = [x for line in (*runs.values(), *init.values()) for x in line if x == x]  # NaN left out
+    if not percent and drawn and max(drawn) > 10 * min(drawn) > 0:  # collapsed and rich layers on one axis
+        ax.set_yscale("log")
     ax.set_xticks(range(1, layers + 1))
     ax.set_xlabel("layer")
-    ax.set_ylabel("linear readout accuracy (%)")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title(title, fontsize=11)
     return _save(fig, path)
+
+
+def _stars(ax: Any, published: Mapping[str, float], colours: Mapping[str, str], x: float) -> None:
+    """Published values (%) as labelled stars at ``x``, labels kept apart where values are close."""
+    text_y = -1e9
+    for label, value in sorted(published.items(), key=lambda kv: kv[1]):
+        ax.scatter([x], [value], marker="*", s=160, color=colours.get(label, "white"), edgecolors="black", zorder=3)
+        text_y = max(value, text_y + 3.5)
+        ax.annotate(f"{label} {value:g}", (x, value), xytext=(12, text_y), fontsize=8, va="center",
+                    textcoords=("offset points", "data"), bbox={"fc": "white", "ec": "none", "pad": 1},
+                    arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5})
+    ax.scatter([], [], marker="*", s=160, color="white", edgecolors="black", label="published, final layer")
+    ax.set_xlim(0.7, x + 1.1)
+    ax.set_ylim(0, max(ax.get_ylim()[1], text_y + 3))
 
 
 def plot_receptive_fields(weight: torch.Tensor, shape: tuple[int, ...], path: Path, count: int = 32) -> Path:

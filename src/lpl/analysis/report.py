@@ -1,5 +1,6 @@
 """Reports a scientist can read: a setup paragraph, findings in sentences, short tables with a glossary,
-and figures per run; written as ``report.md`` and one self-contained ``report.html``.
+and figures per run; written as ``report.md`` and one self-contained ``report.html``. Several deep runs
+in one folder are also shown side by side (``deep_report``).
 """
 
 from __future__ import annotations
@@ -15,13 +16,20 @@ from typing import Any
 
 import torch
 
+from lpl.analysis.deep_report import (
+    deep_comparison,
+    deep_results_files,
+    load_deep_runs,
+    log_records,
+    read_json,
+    run_labels,
+)
 from lpl.analysis.document import Block, Bullets, Figure, Heading, Paragraph, Table, to_html, to_markdown
 from lpl.analysis.evaluate import Evaluation, analyze_file, inputs_of, load_representations
 from lpl.analysis.figures import (
     plot_embedding,
     plot_histograms,
     plot_layer_profile,
-    plot_readout_comparison,
     plot_receptive_fields,
     plot_training_curves,
     split_key,
@@ -32,14 +40,13 @@ from lpl.analysis.verdicts import (
     baseline_sentences,
     best_sentences,
     collapse_sentences,
-    deep_sentences,
     duplicate_sentences,
     merge_duplicates,
     tolerance,
     training_sentences,
 )
 from lpl.io import atomic_write_text
-from lpl.layout import before_after, run_stem, saved_run
+from lpl.layout import RunLayout, before_after, run_stem, saved_run
 from lpl.validation import LPLError
 
 # ---------------------------------------------------------------- runs
@@ -70,23 +77,16 @@ class Run:
         return next(iter(self.files.values())).parent.parent
 
     @property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.root, self.name, self.stem)
+
+    @property
     def data(self) -> str:
         return f"{self.config.get('dataset', 'unknown data')}, {len(self.labels)} test images"
 
     @property
     def num_classes(self) -> int:
         return len(self.classes) or len(torch.unique(self.labels))
-
-
-def run_labels(paths: Sequence[Path], names: Sequence[str]) -> list[str]:
-    """``<output folder>/<run name>``, with as many parent folders as it takes to tell the runs apart."""
-    folders = [p.resolve().parent.parent.parts for p in paths]
-    depth = 1
-    while True:
-        labels = ["/".join((*f[-depth:], n)) for f, n in zip(folders, names)]
-        if len(set(labels)) == len(labels) or depth >= max(len(f) for f in folders):
-            return labels
-        depth += 1
 
 
 def _baseline(name: str) -> tuple[str, str]:
@@ -266,13 +266,6 @@ def _describe_method(config: Mapping[str, Any]) -> str:
     return "trained"
 
 
-def _records(root: Path, name: str) -> list[dict[str, Any]]:
-    log = root / "logs" / f"{name}_log.jsonl"
-    if not log.is_file():
-        return []
-    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-
-
 def _describe_run(run: Run) -> str:
     config, saved = run.config, run.saved or {}
     if not config:
@@ -281,7 +274,7 @@ def _describe_run(run: Run) -> str:
     epochs = None if config.get("steps") else config.get("epochs")  # deep runs: --steps 0 means by epochs
     length = f"{steps} steps" if steps else f"{epochs} epochs"
     length += f" ({epochs} epochs)" if steps and epochs else ""
-    records = [r for r in _records(run.root, run.name) if "event" not in r]
+    records = [r for r in log_records(run.layout) if "event" not in r]
     if records and steps and records[-1].get("step", steps) < steps:
         length += f", stopped at step {records[-1]['step']}"
     unit = "images" if "tau" in config else "pairs"
@@ -368,296 +361,6 @@ def results_blocks(runs: Sequence[Run]) -> tuple[list[Block], list[Row]]:
     return blocks, rows
 
 
-# ---------------------------------------------------------------- deep runs side by side
-
-RESULTS_SUFFIX = "_results.json"
-TIMING_FILE = "reproduce_timing.json"  # lpl reproduce: wall time of a variant, next to its logs/
-NETWORK_KEYS = ("dataset", "image_size", "seed", "channels", "pool_after")  # these fix the initial network
-READOUT_KEYS = ("num_export", "eval_train", "eval_epochs")  # these fix how its readout is measured
-# Settings that may differ between runs of a fair comparison (besides what is compared) or do not change results.
-NOT_COMPARED = {"objective", "end_to_end", "name", "output_dir", "device", "compile", "progress", "resume",
-                "overwrite", "checkpoint_minutes", "keep_checkpoints", "checkpoint_every", "log_every", "data_dir",
-                "download", "evaluate"}
-
-
-@dataclass(frozen=True)
-class DeepRun:
-    """A deep run's per-layer readouts (``logs/<name>_results.json``), its config and how long it took."""
-
-    label: str
-    name: str
-    root: Path
-    config: Mapping[str, Any]
-    trained: tuple[Mapping[str, Any], ...]
-    initialisation: tuple[Mapping[str, Any], ...] = ()
-    wall_s: float | None = None
-    device: str = ""
-    stopped: str = ""  # ", stopped at step N of M" for a run that did not finish
-
-    @property
-    def objective(self) -> str:
-        return str(self.config.get("objective") or ("lpl" if "channels" in self.config else "unknown"))
-
-    @property
-    def training(self) -> str:
-        return "end-to-end" if self.config.get("end_to_end") else "layer-local"
-
-    @property
-    def length(self) -> str:
-        """``800`` (epochs), or ``5000 steps`` for a run set by --steps."""
-        steps = self.config.get("steps")
-        return (f"{steps} steps" if steps else str(self.config.get("epochs", "?"))) + self.stopped
-
-    @property
-    def readout(self) -> list[float]:
-        return [float(r["readout"]) for r in self.trained]
-
-    @property
-    def init_readout(self) -> list[float]:
-        return [float(r["readout"]) for r in self.initialisation]
-
-
-@dataclass(frozen=True)
-class InitRow:
-    """One random initialisation: the runs that start from it and the readout shown for it (the first run's)."""
-
-    label: str
-    runs: tuple[DeepRun, ...]
-    same_network: bool  # known from the configs, not only from equal numbers
-
-    @property
-    def readout(self) -> list[float]:
-        return self.runs[0].init_readout
-
-    @property
-    def spread(self) -> float:
-        """Largest difference between the runs' readouts of this network at initialisation, any layer."""
-        rows = [r.init_readout for r in self.runs]
-        return max((max(col) - min(col) for col in zip(*rows)), default=0.0)
-
-
-def deep_results_files(path: str | Path, nested: bool = True) -> list[Path]:
-    """The deep runs' results files of ``path``: itself (a ``*_results.json``), ``logs/*_results.json`` of an
-    output folder (or of ``path`` when it is a ``logs`` folder), else, with ``nested``, those of its subfolders
-    (``lpl reproduce`` keeps a run folder per variant)."""
-    path = Path(path)
-    if path.is_file():
-        return [path] if path.name.endswith(RESULTS_SUFFIX) else []
-    logs = path if path.name == "logs" else path / "logs"
-    found = sorted(logs.glob(f"*{RESULTS_SUFFIX}"))
-    if not found and nested:
-        found = sorted(path.glob(f"*/logs/*{RESULTS_SUFFIX}"))
-    return found
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def _readout_entries(results: Mapping[str, Any], stage: str) -> tuple[Mapping[str, Any], ...] | None:
-    entries = results.get(stage)
-    if not isinstance(entries, list) or not entries:
-        return None
-    if not all(isinstance(e, dict) and isinstance(e.get("readout"), int | float) for e in entries):
-        return None
-    return tuple(sorted(entries, key=lambda e: int(e.get("layer", 0))))
-
-
-def _deep_run(file: Path, results: Mapping[str, Any], trained: tuple[Mapping[str, Any], ...]) -> DeepRun:
-    root = file.parent.parent if file.parent.name == "logs" else file.parent
-    name = file.name.removesuffix(RESULTS_SUFFIX)
-    saved = _read_json(root / "logs" / f"{name}_config.json")
-    saved = saved if isinstance(saved, dict) else {}
-    config = results.get("config") or saved.get("config") or {}
-    timing = _read_json(root / TIMING_FILE)
-    timing = timing if isinstance(timing, dict) else {}
-    records = [r for r in _records(root, name) if "event" not in r] if (root / "logs").is_dir() else []
-    wall = timing.get("wall_s")
-    if wall is None and records:
-        wall = next((records[-1][k] for k in ("wall_s", "elapsed_s") if k in records[-1]), None)
-    planned = (saved.get("schedule") or {}).get("steps")
-    last = records[-1].get("step") if records else None
-    stopped = f", stopped at step {last} of {planned}" if planned and isinstance(last, int) and last < planned else ""
-    if timing.get("status") not in (None, "completed"):
-        stopped += f", {timing['status']}"
-    return DeepRun(name, name, root, config, trained, _readout_entries(results, "initialisation") or (),
-                   float(wall) if isinstance(wall, int | float) else None, str(timing.get("device") or ""), stopped)
-
-
-def load_deep_runs(files: Sequence[str | Path], qualify: bool = True) -> tuple[list[DeepRun], list[str]]:
-    """The deep runs of ``files`` (results files; each once), labelled ``<folder>/<run name>`` (with
-    ``qualify``, or when names repeat), and a note per file that holds no trained readouts."""
-    runs: list[DeepRun] = []
-    notes: list[str] = []
-    seen: set[Path] = set()
-    for file in map(Path, files):
-        if file.resolve() in seen:
-            continue
-        seen.add(file.resolve())
-        results = _read_json(file)
-        if not isinstance(results, dict):
-            notes.append(f"`{file}` is not a readable results file (JSON; rerun lpl readout on its folder); left out")
-            continue
-        trained = _readout_entries(results, "trained")
-        if trained is None:
-            notes.append(f"`{file}` holds no readouts of a trained network (an unfinished run, or not a deep run); "
-                         "left out")
-            continue
-        runs.append(_deep_run(file, results, trained))
-    labels = [r.name for r in runs]
-    if runs and (qualify or len(set(labels)) < len(labels)):
-        labels = run_labels([r.root / "logs" / f"{r.name}{RESULTS_SUFFIX}" for r in runs], labels)
-    return [replace(r, label=label) for r, label in zip(runs, labels)], notes
-
-
-def init_rows(runs: Sequence[DeepRun]) -> list[InitRow]:
-    """One row per distinct random initialisation: runs of the same data, seed and architecture (and readout
-    settings) start from the same network; runs without a config are grouped by equal numbers."""
-    groups: dict[str, list[DeepRun]] = {}
-    known: dict[str, bool] = {}
-    for run in runs:
-        if not run.initialisation:
-            continue
-        by_config = all(k in run.config for k in ("seed", "channels"))
-        key = json.dumps([run.config.get(k) for k in (*NETWORK_KEYS, *READOUT_KEYS)]) if by_config \
-            else json.dumps([round(v, 9) for v in run.init_readout])
-        groups.setdefault(key, []).append(run)
-        known[key] = by_config
-    single = len(groups) == 1
-    return [InitRow("random initialisation" if single else
-                    "random initialisation of " + ", ".join(r.label for r in group), tuple(group), known[key])
-            for key, group in groups.items()]
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 \
-        else f"{seconds / 3600:.1f} h"
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}"
-
-
-def _init_notes(runs: Sequence[DeepRun], inits: Sequence[InitRow]) -> list[str]:
-    notes = []
-    for init in inits:
-        who = "all runs start" if len(init.runs) == len(runs) and len(runs) > 1 else \
-            "the run starts" if len(init.runs) == 1 else f"{_join_names([r.label for r in init.runs])} start"
-        config = init.runs[0].config
-        why = (f"seed {config.get('seed')}, {len(config.get('channels', []))} conv blocks on "
-               f"{config.get('dataset', 'the same data')}" if init.same_network else "identical readouts")
-        text = f"**{init.label}**: the network before training; {who} from it ({why})"
-        if len(init.runs) > 1:
-            text += ", so it is shown once"
-        if init.spread > 1e-9:
-            text += (f". Their readouts of it differ by up to {100 * init.spread:.1f} points (each run fits its "
-                     f"own readout); the row shows those of {init.runs[0].label}")
-        notes.append(text + ".")
-    missing = [r.label for r in runs if not r.initialisation]
-    if missing:
-        notes.append(f"No readout at initialisation for {_join_names(missing)}.")
-    return notes
-
-
-def _join_names(items: Sequence[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def _differences(runs: Sequence[DeepRun]) -> str:
-    """``epochs (deep_lpl 800, deep_byol 100)``: settings that differ between runs besides what is compared."""
-    keys = sorted({k for r in runs for k in r.config} - NOT_COMPARED)
-    out = []
-    for key in keys:
-        values = [json.dumps(r.config.get(key)) for r in runs]
-        if len(set(values)) > 1:
-            out.append(f"{key} (" + ", ".join(f"{r.label} {v}" for r, v in zip(runs, values)) + ")")
-    return "; ".join(out)
-
-
-def deep_comparison(runs: Sequence[DeepRun], figure: Path, chance: float | None = None,
-                    notes: Sequence[str] = ()) -> tuple[list[Block], str]:
-    """One table (a row per run and per random initialisation, a column per layer), one figure and the
-    verdict sentences of deep runs side by side; and the same numbers as CSV (fractions)."""
-    inits = init_rows(runs)
-    layers = max(len(r.readout) for r in runs)
-    timed = any(r.wall_s is not None for r in runs)
-    headers = ("run", "objective", "training", "epochs", *(f"layer {k}" for k in range(1, layers + 1)),
-               *(("wall time",) if timed else ()))
-
-    def cells(values: Sequence[float]) -> tuple[str, ...]:
-        return tuple(_pct(values[i]) if i < len(values) else "" for i in range(layers))
-
-    def wall(run: DeepRun) -> tuple[str, ...]:
-        if not timed:
-            return ()
-        if run.wall_s is None:
-            return ("",)
-        return (_duration(run.wall_s) + (f" ({run.device})" if run.device else ""),)
-
-    rows = [(r.label, r.objective, r.training, r.length, *cells(r.readout), *wall(r)) for r in runs]
-    rows += [(i.label, "—", "untrained", "0", *cells(i.readout), *(("",) if timed else ())) for i in inits]
-    config = runs[0].config
-    exported = [r.config["num_export"] for r in runs if isinstance(r.config.get("num_export"), int)]
-    tol = tolerance(min(exported) if exported else None)
-    datasets = sorted({str(r.config.get("dataset", "unknown data")) for r in runs})
-    setup = (f"{len(runs)} deep run{'s' if len(runs) > 1 else ''} on **{', '.join(datasets)}**. Each layer's "
-             f"pooled features are frozen and read out by a logistic regression ({config.get('eval_epochs', 20)} "
-             f"epochs) fitted on {config.get('eval_train', 'the exported')} training images and scored on the "
-             f"first {config.get('num_export', '?')} test images; accuracies in %. Differences up to "
-             f"{100 * tol:.1f} points (0.5/√{min(exported) if exported else 'n'}, the largest standard error of an "
-             f"accuracy) are called ties.")
-    if len(datasets) > 1:
-        setup += " The runs use different data sets: their numbers are not comparable."
-    if differing := _differences(runs):
-        setup += f" Settings that differ between the runs besides the objective and end-to-end: {differing}."
-    png = plot_readout_comparison({f"{r.label} ({r.objective}, {r.training})": r.readout for r in runs},
-                                  {i.label: i.readout for i in inits}, figure,
-                                  "Linear readout per layer", chance)
-    init_of = {r.label: i for i in inits for r in i.runs}
-    sentences = deep_sentences({r.label: r.readout for r in runs},
-                               {label: i.readout for label, i in init_of.items()}, tol,
-                               {label: "the random initialisation" if len(inits) == 1 else "its random initialisation"
-                                for label in init_of})
-    blocks: list[Block] = [
-        Heading("Deep runs side by side"), Paragraph(setup),
-        Table(headers, tuple(rows), (False, False, False, True, *(True for _ in range(layers)),
-                                     *((False,) if timed else ()))),
-        Bullets(tuple(_init_notes(runs, inits) + list(notes))),
-        Figure(png, "Linear readout accuracy per layer: one line per run, the random initialisation dashed"
-                    + (", chance dotted" if chance is not None else "") + "."),
-        Paragraph("**Findings.**"), Bullets(tuple(sentences))]
-    return blocks, deep_csv(runs, inits)
-
-
-def deep_csv(runs: Sequence[DeepRun], inits: Sequence[InitRow]) -> str:
-    """A row per run and per random initialisation: settings, wall time, readout (fraction) and
-    participation ratio per layer."""
-    layers = max(len(r.trained) for r in runs)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["row", "folder", "run", "objective", "training", "epochs", "steps", "seed", "wall_s",
-                     *(f"layer{k}_readout" for k in range(1, layers + 1)),
-                     *(f"layer{k}_participation_ratio" for k in range(1, layers + 1))])
-
-    def values(entries: Sequence[Mapping[str, Any]], key: str) -> list[Any]:
-        return [entries[i].get(key, "") if i < len(entries) else "" for i in range(layers)]
-
-    for r in runs:
-        writer.writerow([r.label, str(r.root), r.name, r.objective, r.training, r.config.get("epochs", ""),
-                         r.config.get("steps") or "", r.config.get("seed", ""),
-                         "" if r.wall_s is None else r.wall_s,
-                         *values(r.trained, "readout"), *values(r.trained, "participation_ratio")])
-    for i in inits:
-        first = i.runs[0]
-        writer.writerow([i.label, "", "", "", "random initialisation", 0, 0, first.config.get("seed", ""), "",
-                         *values(first.initialisation, "readout"),
-                         *values(first.initialisation, "participation_ratio")])
-    return buffer.getvalue()
-
-
 # ---------------------------------------------------------------- report
 
 def write_report(output_dir: str | Path, with_baselines: bool = True) -> Path:
@@ -677,21 +380,20 @@ def write_report(output_dir: str | Path, with_baselines: bool = True) -> Path:
         blocks += deep_blocks
         atomic_write_text(deep_table, report / "deep_runs.csv")
     for run in runs:
-        blocks += _layer_readouts(root, run, report)
+        blocks += _layer_readouts(run, report)
     for run in runs:
-        blocks += _run_section(root, run, report)
+        blocks += _run_section(run, report)
     atomic_write_text(to_markdown(blocks), report / "report.md")
     atomic_write_text(to_html(blocks, f"LPL report: {root}"), report / "report.html")
     atomic_write_text(rows_csv(rows), report / "comparison.csv")
     return report / "report.md"
 
 
-def _layer_readouts(root: Path, run: Run, report: Path) -> list[Block]:
+def _layer_readouts(run: Run, report: Path) -> list[Block]:
     """Per-layer readout of a deep run (``logs/<name>_results.json``) and probes per layer of any multi-layer run."""
     out: list[Block] = []
     chance = 1 / run.num_classes
-    results_file = root / "logs" / f"{run.name}_results.json"
-    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    results = read_json(run.layout.results_file) or {}
     stages = {s: results[s] for s in ("initialisation", "trained") if isinstance(results.get(s), list)}
     if len(stages) == 2:
         init, trained = stages["initialisation"], stages["trained"]
@@ -729,10 +431,10 @@ def _layer_readouts(root: Path, run: Run, report: Path) -> list[Block]:
     return out
 
 
-def _run_section(root: Path, run: Run, report: Path) -> list[Block]:
+def _run_section(run: Run, report: Path) -> list[Block]:
     """Training curves with notes, histograms, PCA of every layer and receptive fields of one run."""
     out: list[Block] = [Heading(f"Run {run.label}")]
-    records = _records(root, run.name)
+    records = log_records(run.layout)
     if records:
         out += _curves(run, records, report)
     reps = {tag: load_representations(p) for tag, p in run.files.items()}
@@ -749,7 +451,7 @@ def _run_section(root: Path, run: Run, report: Path) -> list[Block]:
                              report / f"{run.stem}_{layer}_pca.png")
         out.append(Figure(png, f"{who} (trained): test images on the first two principal components of the "
                                f"responses, coloured by class."))
-    weights = root / "weights" / f"{run.name}_weights.pt"
+    weights = run.layout.weights_file
     if weights.is_file() and run.shape is not None:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         first = state.get("state_dict", state).get("layers.0.weight") if isinstance(state, dict) else None
@@ -804,5 +506,4 @@ def _record_table(record: Mapping[str, Any]) -> tuple[Table, list[str]]:
     return Table(("quantity", *headers), rows, (False, *(True for _ in layers))), names
 
 
-__all__ = ["DeepRun", "Run", "deep_comparison", "deep_results_files", "load_deep_runs", "load_runs",
-           "results_blocks", "rows_csv", "write_report"]
+__all__ = ["Run", "load_runs", "results_blocks", "rows_csv", "write_report"]

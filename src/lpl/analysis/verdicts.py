@@ -13,6 +13,8 @@ PROBES = {"linear_probe": "linear probe", "knn20": "kNN-20", "knn200": "kNN-200"
 MIN_TOLERANCE = 0.005
 # A trained representation is flagged when training pushed more than this fraction of units below std 0.1.
 COLLAPSE_FRACTION = 0.5
+# Differences of exactly the tolerance are ties: 0.620 - 0.615 must not come out as 0.005000000000000004.
+ROUNDING = 1e-12
 
 
 def tolerance(test_samples: int | None) -> float:
@@ -61,12 +63,19 @@ class Row:
         return " = ".join((self.label, *self.aliases))
 
 
-def _judge(a: float, b: float, tol: float) -> str:
-    return "tie" if abs(a - b) <= tol else "better" if a > b else "worse"
+def judge(a: float, b: float, tol: float) -> str:
+    """``better``, ``worse`` or ``tie`` (within ``tol``): a against b."""
+    return "tie" if abs(a - b) <= tol + ROUNDING else "better" if a > b else "worse"
 
 
-def _join(items: Sequence[str]) -> str:
+def join_names(items: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def pct(x: float) -> str:
+    """A fraction as a percentage with one decimal, without the sign: ``53.5`` for 0.535."""
+    return f"{100 * x:.1f}"
 
 
 def _probes(rows: Sequence[Row], probes: Mapping[str, str]) -> list[str]:
@@ -145,7 +154,7 @@ def best_sentences(rows: Sequence[Row], tol: float = MIN_TOLERANCE, chance: floa
         else:
             names = [f"{r.label} ({r.values[probe]:.3f})" for r in best[:4]]
             names += [f"{len(best) - 4} others"] if len(best) > 4 else []
-            text = f"{probes[probe]}: {_join(names)} are best, within {tol:.3f} of each other"
+            text = f"{probes[probe]}: {join_names(names)} are best, within {tol:.3f} of each other"
         if rest:
             text += f", {top - rest[0].values[probe]:.3f} ahead of {rest[0].label} ({rest[0].values[probe]:.3f})"
         if chance is not None and top - chance <= tol:
@@ -166,8 +175,8 @@ def _versus(a: Row, b: Row, tol: float, probes: Mapping[str, str]) -> str:
     for probe in _probes([a, b], probes):
         if probe in a.values and probe in b.values:
             x, y = a.values[probe], b.values[probe]
-            found[_judge(x, y, tol)].append(f"{probes[probe]} ({x:.3f} vs {y:.3f})")
-    return "; ".join(f"{v} on {_join(items)}" for v, items in found.items() if items) or "no common probe"
+            found[judge(x, y, tol)].append(f"{probes[probe]} ({x:.3f} vs {y:.3f})")
+    return "; ".join(f"{v} on {join_names(items)}" for v, items in found.items() if items) or "no common probe"
 
 
 def training_sentences(rows: Sequence[Row], tol: float = MIN_TOLERANCE,
@@ -231,12 +240,23 @@ def collapse_sentences(rows: Sequence[Row], threshold: float = COLLAPSE_FRACTION
 
 # ---------------------------------------------------------------- deep runs side by side
 
-# Differences of exactly the tolerance are ties: 0.620 - 0.615 must not come out as 0.005000000000000004.
-ROUNDING = 1e-12
+def spans(layers: Sequence[int]) -> str:
+    """``layers 1-2, 4-6`` for [1, 2, 4, 5, 6]; ``layer 3`` for [3]."""
+    out: list[list[int]] = []
+    for layer in layers:
+        if out and out[-1][-1] == layer - 1:
+            out[-1][1:] = [layer]
+        else:
+            out.append([layer])
+    return ("layer " if len(layers) == 1 else "layers ") + ", ".join("-".join(map(str, s)) for s in out)
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
+def ranking(entries: Sequence[tuple[str, float]], tol: float) -> str:
+    """``A 56.2% > B 23.0% = C 22.9%``: (label, fraction) by falling value, ``=`` where within ``tol`` of the
+    previous one."""
+    ranked = sorted(entries, key=lambda e: -e[1])
+    return "".join(("" if i == 0 else " = " if judge(ranked[i - 1][1], value, tol) == "tie" else " > ")
+                   + f"{label} {pct(value)}%" for i, (label, value) in enumerate(ranked))
 
 
 def _ranked(entries: Sequence[tuple[str, float, int]], tol: float, what: str) -> str:
@@ -244,17 +264,27 @@ def _ranked(entries: Sequence[tuple[str, float, int]], tol: float, what: str) ->
     ``entries`` are (run, readout, layer)."""
     ranked = sorted(entries, key=lambda e: -e[1])
     top = ranked[0][1]
-    best = [e for e in ranked if top - e[1] <= tol + ROUNDING]
+    best = [e for e in ranked if judge(top, e[1], tol) == "tie"]
     rest = ranked[len(best):]
-    names = [f"{run} ({_pct(value)} at layer {layer})" for run, value, layer in best]
+    names = [f"{run} ({pct(value)}% at layer {layer})" for run, value, layer in best]
     if len(best) == 1:
         text = f"{what}, best is {names[0]}"
     else:
-        text = f"{what}, {_join(names)} are best, within {100 * tol:.1f} points of each other"
+        text = f"{what}, {join_names(names)} are best, within {100 * tol:.1f} points of each other"
     if rest:
         run, value, layer = rest[0]
-        text += f", {100 * (top - value):.1f} points ahead of {run} ({_pct(value)} at layer {layer})"
+        text += f", {100 * (top - value):.1f} points ahead of {run} ({pct(value)}% at layer {layer})"
     return text + "."
+
+
+def _per_layer(values: Sequence[float], start: Sequence[float], tol: float) -> str:
+    """``better at layers 2-8, worse at layer 1``: each layer judged against the same layer at initialisation."""
+    found: dict[str, list[int]] = {"better": [], "tie": [], "worse": []}
+    for layer, (a, b) in enumerate(zip(values, start), 1):
+        found[judge(a, b, tol)].append(layer)
+    if len([v for v in found.values() if v]) == 1:
+        return next(f"{v} at every layer" for v, layers in found.items() if layers)
+    return ", ".join(f"{v} at {spans(layers)}" for v, layers in found.items() if layers)
 
 
 def deep_sentences(trained: Mapping[str, Sequence[float]], init: Mapping[str, Sequence[float]],
@@ -265,7 +295,7 @@ def deep_sentences(trained: Mapping[str, Sequence[float]], init: Mapping[str, Se
     initialisation (runs without one are left out of that comparison); ``init_label``: run -> the name of
     its initialisation row (default ``the random initialisation``). Differences up to ``tol`` are ties.
     Sentences: the best run at the final layer, the best run at its best layer with every run's best
-    layer, and each run against its random initialisation at the final layer.
+    layer, and each run against its random initialisation at the final layer and layer by layer.
     """
     runs = {run: list(values) for run, values in trained.items() if values}
     if not runs:
@@ -278,15 +308,16 @@ def deep_sentences(trained: Mapping[str, Sequence[float]], init: Mapping[str, Se
     if len(runs) > 1:
         out.append(_ranked(entries, tol, "At each run's best layer"))
     out.append("Best layer of each run: " + "; ".join(
-        f"{run}: layer {layer} of {len(runs[run])} ({_pct(value)})" for run, value, layer in entries) + ".")
+        f"{run}: layer {layer} of {len(runs[run])} ({pct(value)}%)" for run, value, layer in entries) + ".")
     for run, values in runs.items():
         start = init.get(run)
         if not start or len(start) < len(values):
             continue
         a, b = values[-1], start[len(values) - 1]
-        verdict = _judge(a, b, tol + ROUNDING)
+        verdict = judge(a, b, tol)
         gap = f"within {100 * tol:.1f} points" if verdict == "tie" else f"{100 * (a - b):+.1f} points"
         name = (init_label or {}).get(run, "the random initialisation")
+        layers = f"; layer by layer: {_per_layer(values, start, tol)}" if len(values) > 1 else ""
         out.append(f"{run} vs {name} at the final layer (layer {len(values)}): {verdict} "
-                   f"({_pct(a)} vs {_pct(b)}, {gap}).")
+                   f"({pct(a)}% vs {pct(b)}%, {gap}){layers}.")
     return out
