@@ -16,6 +16,8 @@ def test_every_config_field_is_a_flag(name, capsys):
     for field in dataclasses.fields(COMMANDS[name].config):
         positional = field.metadata.get("positional")
         assert (field.name if positional else "--" + field.name.replace("_", "-")) in text
+    assert "--no-no-" not in text
+    assert all(entry.count("(default") <= 1 for entry in text.split("\n  -"))  # said once per flag
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -24,6 +26,7 @@ def test_every_config_field_is_a_flag(name, capsys):
     (["--lr-hebb", "-1"], "--lr-hebb must be >= 0"),
     (["--steps", "ten"], "invalid int value"),
     (["--no-such-flag"], "unrecognized arguments"),
+    (["--step", "3"], "unrecognized arguments: --step"),  # no abbreviations: a typo never runs by accident
     (["--reduction", "median"], "invalid choice"),
     (["--resume", "--overwrite"], "exclude each other"),
     (["--device", "cuda:7"], ""),

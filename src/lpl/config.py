@@ -153,11 +153,22 @@ class TrainConfig(RunOptions):
 
 
 class _Parser(argparse.ArgumentParser):
-    """Prints one error line and where to look, not the whole usage."""
+    """Prints one error line and where to look, not the whole usage; takes no abbreviated flags."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(allow_abbrev=False, formatter_class=_HelpFormatter, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds each flag's default to its help, unless the help already says what the default is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        return text if "default" in text else super()._get_help_string(action)
 
 
 def _flag_kwargs(tp: Any) -> dict[str, Any]:
@@ -177,7 +188,7 @@ def _flag_kwargs(tp: Any) -> dict[str, Any]:
 def build_parser(config_cls: type, prog: str, description: str,
                  preset: Mapping[str, Any] | None = None) -> argparse.ArgumentParser:
     """A parser with a flag per field; ``preset`` replaces some defaults."""
-    parser = _Parser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = _Parser(prog=prog, description=description)
     hints = typing.get_type_hints(config_cls)
     for field in dataclasses.fields(config_cls):
         default = (field.default_factory() if field.default_factory is not dataclasses.MISSING

@@ -64,5 +64,6 @@ def demo(config: DemoConfig) -> int | RunResult:
             return result  # its message says how to go on
     print(f"[{len(runs) + 1}/{len(runs) + 1}] analysis and report", flush=True)
     path = write_report(config.output_dir)
-    print(f"\nreport: {path}\n" + path.with_name("comparison.csv").as_posix())
+    print(f"\nreport: {path} (and {path.with_suffix('.html').name} beside it, figures embedded)\n"
+          f"table:  {path.with_name('comparison.csv')}")
     return 0

@@ -71,10 +71,15 @@ def load_torch(path: Path, what: str = "file") -> Any:
     path = Path(path)
     if not path.is_file():
         raise LPLError(f"{what} {path} does not exist; check the path or run the training first")
+    with open(path, "rb") as handle:
+        start = handle.read(4)
+    if not start.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip, or a legacy pickle
+        raise LPLError(f"{what} {path} is not a torch file; pass a .pt file that lpl wrote (e.g. "
+                       f"<output-dir>/activations/*_after.pt)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
-        raise LPLError(f"{what} {path} is corrupt or not a torch file ({type(exc).__name__}): "
+        raise LPLError(f"{what} {path} is corrupt ({type(exc).__name__}): "
                        f"delete it and rerun the step that writes it") from None
 
 

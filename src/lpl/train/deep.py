@@ -61,7 +61,7 @@ class DeepConfig(TrainConfig):
     hebb: float = option(LPLObjective.hebb, "LPL Hebbian coefficient; 0 switches the term off")
     decorr: float = option(LPLObjective.decorr, "LPL decorrelation coefficient; 0 switches the term off")
     stop_gradient: bool = option(True, "LPL: stop the gradient of the earlier view (paper); off = official code")
-    no_pooling: bool = option(False, "LPL: losses on full feature maps instead of pooled outputs")
+    pooling: bool = option(True, "LPL: losses on pooled block outputs (--no-pooling: on full feature maps)")
     shuffle_positives: bool = option(False, "ablation: pair each view with another image's view")
     temperature: float = option(0.2, "SimCLR: InfoNCE temperature")
     momentum: float = option(0.99, "BYOL: initial target momentum, raised to 1 on a cosine schedule")
@@ -80,7 +80,7 @@ class DeepConfig(TrainConfig):
         require_positive(self, "epochs", "lr", "steps", "log_every", "temperature")
         require(self.batch_size >= 2, "--batch-size must be at least 2 (the objectives need batch statistics)")
         require(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}")
-        require(not (self.no_pooling and self.end_to_end), "--no-pooling with --end-to-end is not supported")
+        require(self.pooling or not self.end_to_end, "--no-pooling with --end-to-end is not supported")
         require(bool(self.channels) and min(self.channels) > 0, "--channels needs positive sizes")
         require(all(1 <= p <= len(self.channels) for p in self.pool_after),
                 "--pool-after names blocks 1..len(channels)")
@@ -141,7 +141,7 @@ class DeepTrainer:
                                  device=device)
         torch.manual_seed(config.seed)
         net = ConvNet(train.shape[0], tuple(config.channels), tuple(config.pool_after))
-        self.model = build_model(config.objective, net, not config.end_to_end, config.lpl(), not config.no_pooling,
+        self.model = build_model(config.objective, net, not config.end_to_end, config.lpl(), config.pooling,
                                  config.temperature)
         # Module.to accepts memory_format at runtime (torch._C._nn._parse_to), but torch's stubs omit it
         self.model.to(device, memory_format=self.memory_format)  # type: ignore[call-overload]
