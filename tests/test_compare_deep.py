@@ -10,7 +10,7 @@ import torch
 
 from lpl.analysis import report
 from lpl.analysis.deep_report import deep_results_files, init_rows, load_deep_runs
-from lpl.analysis.verdicts import deep_sentences
+from lpl.analysis.verdicts import deep_sentences, ranking, spans
 from lpl.cli import main
 from lpl.layout import save_export
 
@@ -88,7 +88,7 @@ def test_compare_puts_deep_runs_side_by_side(three, tmp_path, capsys):
             "layer 6).") in markdown
     assert "outA/deep_lpl: layer 6 of 8 (55.3%)" in markdown
     assert ("outA/deep_lpl vs the random initialisation at the final layer (layer 8): better (53.5% vs 28.0%, "
-            "+25.5 points); layer by layer: better at every layer.") in markdown
+            "+25.5 points). Layer by layer: better at every layer.") in markdown
     assert "Settings that differ" not in markdown
 
     rows = list(csv.DictReader((tmp_path / "cmp.csv").open()))
@@ -148,8 +148,11 @@ def test_deep_sentences_on_hand_made_numbers():
     assert best == "At each run's best layer, best is A (60.0% at layer 2), 2.0 points ahead of B (58.0% at layer 3)."
     assert layers == "Best layer of each run: A: layer 2 of 3 (60.0%); B: layer 3 of 3 (58.0%)."
     assert a == ("A vs the random initialisation at the final layer (layer 3): tie (55.0% vs 55.3%, within 0.5 "
-                 "points); layer by layer: better at layers 1-2, tie at layer 3.")
-    assert b.endswith("better (58.0% vs 55.3%, +2.7 points); layer by layer: better at every layer.")
+                 "points). Layer by layer: better at layers 1-2; tie at layer 3.")
+    assert b.endswith("better (58.0% vs 55.3%, +2.7 points). Layer by layer: better at every layer.")
+    assert ranking([("A", 0.562), ("B", 0.23), ("C", 0.226), ("D", 0.22)], tol=0.005) == \
+        "A 56.2% > B 23.0% = C 22.6% > D 22.0%"
+    assert spans([1, 2, 4, 5, 6, 8]) == "layers 1-2, 4-6 and 8" and spans([3]) == "layer 3"
     worse = deep_sentences({"C": [0.1]}, {"C": [0.3]}, tol=0.005)[-1]
     assert worse == "C vs the random initialisation at the final layer (layer 1): worse (10.0% vs 30.0%, -20.0 points)."
 

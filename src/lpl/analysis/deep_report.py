@@ -350,7 +350,7 @@ def readout_table(runs: Sequence[DeepRun], inits: Sequence[InitRow], extras: Ext
 
 def _title(runs: Sequence[DeepRun], measure: str) -> str:
     datasets = sorted({str(r.config.get("dataset", "unknown data")) for r in runs})
-    return f"{measure} per layer ({', '.join(datasets)})"
+    return f"{measure} per layer" + (f" ({', '.join(datasets)})" if datasets else "")
 
 
 def _line_label(run: DeepRun) -> str:
@@ -359,10 +359,12 @@ def _line_label(run: DeepRun) -> str:
 
 def readout_figure(runs: Sequence[DeepRun], inits: Sequence[InitRow], path: Path, chance: float | None = None,
                    extras: Extras = Extras()) -> Path:
-    """The readout per layer of every run and initialisation, with the input readouts and published values."""
-    lines = {r.label: _line_label(r) for r in runs}
-    published = {lines.get(label, label): p.value for label, p in extras.published.items() if p.value is not None}
-    return plot_layer_comparison({lines[r.label]: r.readout for r in runs}, {i.label: i.readout for i in inits},
+    """The readout per layer of every run and initialisation, with the input readouts and the published values
+    of those drawn."""
+    lines = {r.label: _line_label(r) for r in runs} | {x.label: x.label for x in extras.inputs}
+    published = {lines[label]: p.value for label, p in extras.published.items()
+                 if p.value is not None and label in lines}
+    return plot_layer_comparison({_line_label(r): r.readout for r in runs}, {i.label: i.readout for i in inits},
                                  path, _title(runs, "Linear readout"), chance=chance,
                                  inputs={x.label: x.readout for x in extras.inputs}, published=published)
 
@@ -415,10 +417,10 @@ def deep_comparison(runs: Sequence[DeepRun], figure: Path, chance: float | None 
                + (", chance dotted" if chance is not None else "")
                + (", the input readout dash-dotted" if extras.inputs else "")
                + (", published values as stars" if extras.published else "") + ".")
-    notes = [*_init_notes(runs, inits), *notes]
+    bullets = [*_init_notes(runs, inits), *notes]
     verdicts = verdict_sentences(runs, inits, tol) or ["No trained run to compare yet."]
     blocks: list[Block] = [
         Heading(extras.title), Paragraph(_setup(runs, tol, extras.varied)), readout_table(runs, inits, extras),
-        *([Bullets(tuple(notes))] if notes else []), Figure(png, caption),
+        *([Bullets(tuple(bullets))] if bullets else []), Figure(png, caption),
         Paragraph("**Findings.**"), Bullets(tuple(verdicts))]
     return blocks, deep_csv(runs, inits, extras.inputs)

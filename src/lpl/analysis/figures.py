@@ -184,18 +184,19 @@ def plot_layer_comparison(runs: Mapping[str, Sequence[float]], init: Mapping[str
     ax.set_xlabel("layer")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title(title, fontsize=11)
     return _save(fig, path)
 
 
 def _stars(ax: Any, published: Mapping[str, float], colours: Mapping[str, str], x: float) -> None:
-    """Published values (%) as labelled stars at ``x``, labels kept apart where values are close."""
+    """Published values (%) as stars at ``x`` in the colour of their line, the numbers kept apart where close."""
     text_y = -1e9
     for label, value in sorted(published.items(), key=lambda kv: kv[1]):
         ax.scatter([x], [value], marker="*", s=160, color=colours.get(label, "white"), edgecolors="black", zorder=3)
         text_y = max(value, text_y + 3.5)
-        ax.annotate(f"{label} {value:g}", (x, value), xytext=(12, text_y), fontsize=8, va="center",
+        ax.annotate(f"{value:g}", (x, value), xytext=(12, text_y), fontsize=8, va="center",
                     textcoords=("offset points", "data"), bbox={"fc": "white", "ec": "none", "pad": 1},
                     arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5})
     ax.scatter([], [], marker="*", s=160, color="white", edgecolors="black", label="published, final layer")

@@ -241,14 +241,14 @@ def collapse_sentences(rows: Sequence[Row], threshold: float = COLLAPSE_FRACTION
 # ---------------------------------------------------------------- deep runs side by side
 
 def spans(layers: Sequence[int]) -> str:
-    """``layers 1-2, 4-6`` for [1, 2, 4, 5, 6]; ``layer 3`` for [3]."""
+    """``layers 1-2, 4-6 and 8`` for [1, 2, 4, 5, 6, 8]; ``layer 3`` for [3]."""
     out: list[list[int]] = []
     for layer in layers:
         if out and out[-1][-1] == layer - 1:
             out[-1][1:] = [layer]
         else:
             out.append([layer])
-    return ("layer " if len(layers) == 1 else "layers ") + ", ".join("-".join(map(str, s)) for s in out)
+    return ("layer " if len(layers) == 1 else "layers ") + join_names(["-".join(map(str, s)) for s in out])
 
 
 def ranking(entries: Sequence[tuple[str, float]], tol: float) -> str:
@@ -278,13 +278,13 @@ def _ranked(entries: Sequence[tuple[str, float, int]], tol: float, what: str) ->
 
 
 def _per_layer(values: Sequence[float], start: Sequence[float], tol: float) -> str:
-    """``better at layers 2-8, worse at layer 1``: each layer judged against the same layer at initialisation."""
+    """``better at layers 2-8; worse at layer 1``: each layer judged against the same layer at initialisation."""
     found: dict[str, list[int]] = {"better": [], "tie": [], "worse": []}
     for layer, (a, b) in enumerate(zip(values, start), 1):
         found[judge(a, b, tol)].append(layer)
     if len([v for v in found.values() if v]) == 1:
         return next(f"{v} at every layer" for v, layers in found.items() if layers)
-    return ", ".join(f"{v} at {spans(layers)}" for v, layers in found.items() if layers)
+    return "; ".join(f"{v} at {spans(layers)}" for v, layers in found.items() if layers)
 
 
 def deep_sentences(trained: Mapping[str, Sequence[float]], init: Mapping[str, Sequence[float]],
@@ -317,7 +317,7 @@ def deep_sentences(trained: Mapping[str, Sequence[float]], init: Mapping[str, Se
         verdict = judge(a, b, tol)
         gap = f"within {100 * tol:.1f} points" if verdict == "tie" else f"{100 * (a - b):+.1f} points"
         name = (init_label or {}).get(run, "the random initialisation")
-        layers = f"; layer by layer: {_per_layer(values, start, tol)}" if len(values) > 1 else ""
+        layers = f" Layer by layer: {_per_layer(values, start, tol)}." if len(values) > 1 else ""
         out.append(f"{run} vs {name} at the final layer (layer {len(values)}): {verdict} "
-                   f"({pct(a)}% vs {pct(b)}%, {gap}){layers}.")
+                   f"({pct(a)}% vs {pct(b)}%, {gap}).{layers}")
     return out
