@@ -93,7 +93,11 @@ def test_missing_and_corrupt_files(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "bad_after.pt").write_bytes(b"not a torch file")
     assert main(["analyze", str(tmp_path / "bad_after.pt")]) == 2
-    assert "corrupt" in capsys.readouterr().err
+    assert "is not a torch file; pass a .pt file" in capsys.readouterr().err  # (the path holds "corrupt")
+    torch.save({"activations": torch.zeros(64, 4)}, tmp_path / "cut_after.pt")
+    (tmp_path / "cut_after.pt").write_bytes((tmp_path / "cut_after.pt").read_bytes()[:300])
+    assert main(["analyze", str(tmp_path / "cut_after.pt")]) == 2
+    assert ".pt is corrupt (" in capsys.readouterr().err
 
 
 def test_collapse_warning_only_for_trained_representations():
