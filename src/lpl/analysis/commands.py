@@ -35,7 +35,7 @@ class CompareConfig:
 
     files: list[str] = option([], "output folders or logs/*_results.json of deep runs, or activation or "
                               "embedding files (*_after.pt) of the runs to compare", positional=True)
-    output: str = option("comparison", "write <output>.md and <output>.csv (and <output>.png for deep runs)")
+    output: str = option("outputs/comparison", "write <output>.md and <output>.csv (and <output>.png for deep runs)")
     baselines: bool = option(True, "representation files: also evaluate pixels, a random projection and PCA of "
                              "the same width")
 
