@@ -156,3 +156,15 @@ def test_report_writes_markdown_and_self_contained_html(trained):
     assert len(sources) == len(pngs) and all(s.startswith("data:image/png;base64,iVBOR") for s in sources)
     assert not re.search(r"https?://|<link|<script|@import|url\(", page)
     assert "<table>" in page and "Chance level is 1/6" in page
+
+
+def test_report_of_a_wrong_folder_says_what_to_pass(tmp_path, capsys):
+    from lpl.cli import main
+
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "is not a folder; pass the --output-dir of a training run" in capsys.readouterr().err
+    (tmp_path / "run" / "activations").mkdir(parents=True)
+    assert main(["report", str(tmp_path / "run" / "activations")]) == 2
+    assert f"pass the run's output folder, {tmp_path / 'run'}" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "run")]) == 2
+    assert "no *_after.pt files" in capsys.readouterr().err

@@ -367,6 +367,10 @@ def write_report(output_dir: str | Path, with_baselines: bool = True) -> Path:
     """``<output_dir>/report/report.md`` and ``report.html`` (figures embedded) for every run in ``output_dir``."""
     root = Path(output_dir)
     report = root / "report"
+    if not root.is_dir():
+        raise LPLError(f"{root} is not a folder; pass the --output-dir of a training run")
+    if root.name == "activations" and not (root / "activations").is_dir():
+        raise LPLError(f"{root} is a run's activations folder; pass the run's output folder, {root.parent}")
     files = sorted((root / "activations").glob("*_after.pt"))
     if not files:
         raise LPLError(f"no *_after.pt files in {root / 'activations'}; train something first")
