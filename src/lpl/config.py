@@ -113,6 +113,14 @@ def check_device(device: str) -> None:
         require(parsed.type == "cpu", f"--device {device}: only cpu and cuda are supported")
 
 
+# Settings that say how a run is carried out, not what it computes: a run may resume under other
+# values, and comparisons of runs do not list them as differences.
+RUN_CONTROL = frozenset({"resume", "overwrite", "log_every", "checkpoint_every", "checkpoint_minutes",
+                         "keep_checkpoints", "progress", "evaluate"})
+# Where a run happens: hardware, compilation and file locations (results equal up to floating-point order).
+PLACEMENT = frozenset({"device", "compile", "download", "data_dir", "output_dir"})
+
+
 @dataclass
 class RunOptions:
     """Fields of every command that trains: where it writes and how it survives faults."""

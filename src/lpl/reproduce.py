@@ -46,7 +46,7 @@ from lpl.analysis.deep_report import (
 from lpl.analysis.document import Bullets, Figure, Heading, Paragraph, to_markdown
 from lpl.analysis.readout import pixel_readout
 from lpl.analysis.verdicts import judge, pct, ranking, spans, tolerance
-from lpl.config import check_device, check_fields, inherited, option, passed_on, require
+from lpl.config import PLACEMENT, check_device, check_fields, inherited, option, passed_on, require
 from lpl.data import load_splits
 from lpl.io import atomic_write_json, atomic_write_text, git_revision
 from lpl.train.checkpoint import CheckpointFolder
@@ -76,7 +76,7 @@ PIXELS = Variant("pixels", published=Published(31.8, "31.8"))
 NAMES = (*VARIANTS, "pixels")
 PUBLISHED_ORDER = ("lpl", "decorr_off", "pred_off", "hebb_off")  # final layer, CIFAR-10
 # Settings that may differ between a finished variant and a rerun without changing its results.
-RERUN_CHANGES = RESUMABLE_CHANGES | {"device", "compile", "download", "data_dir", "output_dir"}
+RERUN_CHANGES = RESUMABLE_CHANGES | PLACEMENT
 # What the variants change on purpose: not listed as differences between them.
 VARIED = ("epochs", *sorted({k for v in VARIANTS.values() for k in v.settings} - {"end_to_end"}))
 PUBLISHED_NOTE = ("Published values: Halvagal & Zenke 2023, CIFAR-10, final layer (reference notes, LPL.md); shuffled "

@@ -19,6 +19,7 @@ from typing import Any
 from lpl.analysis.document import Block, Bullets, Figure, Heading, Paragraph, Table
 from lpl.analysis.figures import plot_layer_comparison
 from lpl.analysis.verdicts import deep_sentences, join_names, pct, tolerance
+from lpl.config import PLACEMENT, RUN_CONTROL
 from lpl.layout import RunLayout
 
 RESULTS_SUFFIX = "_results.json"
@@ -26,9 +27,7 @@ TIMING_FILE = "reproduce_timing.json"  # lpl reproduce: wall time of a variant, 
 NETWORK_KEYS = ("dataset", "image_size", "seed", "channels", "pool_after")  # these fix the initial network
 READOUT_KEYS = ("num_export", "eval_train", "eval_epochs")  # these fix how its readout is measured
 # Settings that may differ between runs of a fair comparison (besides what is compared) or do not change results.
-NOT_COMPARED = {"objective", "end_to_end", "name", "output_dir", "device", "compile", "progress", "resume",
-                "overwrite", "checkpoint_minutes", "keep_checkpoints", "checkpoint_every", "log_every", "data_dir",
-                "download", "evaluate"}
+NOT_COMPARED = RUN_CONTROL | PLACEMENT | {"objective", "end_to_end", "name"}  # the last three: in each run's label
 STATUS = {"nonfinite": "stopped: non-finite", "interrupted": "interrupted"}  # of a run's TIMING_FILE
 
 

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
+from lpl.config import RUN_CONTROL
 from lpl.io import atomic_write_json, atomic_write_jsonl, run_metadata
 from lpl.layout import TAGS, RunLayout
 from lpl.train.checkpoint import CheckpointFolder, CheckpointWriter
@@ -38,8 +39,7 @@ from lpl.validation import LPLError
 EXIT_NONFINITE = 3
 EXIT_INTERRUPTED = 130
 # Config fields that may differ between a run and its resumption without changing its results.
-RESUMABLE_CHANGES = {"steps", "resume", "overwrite", "log_every", "checkpoint_every", "checkpoint_minutes",
-                     "keep_checkpoints", "progress", "evaluate"}
+RESUMABLE_CHANGES = RUN_CONTROL | {"steps"}
 
 
 @dataclass(frozen=True)
