@@ -9,10 +9,11 @@
 Prints wall and CPU seconds, speed-ups and every figure of both, with the probe accuracies' differences
 in points, and the load average (other work on the machine inflates wall times, especially multi-threaded).
 Without ``--file`` it builds a run folder (``activations/``, ``logs/*_config.json``, a CIFAR-10
-``test_batch``) from the CIFAR-10 test JPEGs in ``--jpegs`` if present, else from synthetic images;
+``test_batch``) from the CIFAR-10 test JPEGs in ``--jpegs`` if given, else from synthetic images;
 the export is a fixed random two-layer squashed network of the images (128 units).
 
-    python benchmarks/bench_analysis.py [--file RUN/activations/x_after.pt] [--threads 2 1] [--no-reference]
+    python benchmarks/bench_analysis.py [--jpegs CIFAR10/test | --file RUN/activations/x_after.pt] [--threads 2 1]
+                                        [--no-reference]
 """
 
 from __future__ import annotations
@@ -61,9 +62,9 @@ def synthetic(count: int) -> tuple[np.ndarray, np.ndarray]:
     return data, labels
 
 
-def build_run(root: Path, count: int, width: int, jpegs: Path) -> Path:
+def build_run(root: Path, count: int, width: int, jpegs: Path | None) -> Path:
     """A run folder the analysis recognises; returns its export file."""
-    found = cifar_jpegs(jpegs, count)
+    found = None if jpegs is None else cifar_jpegs(jpegs, count)
     data, labels = found if found is not None else synthetic(count)
     print(f"images: {'CIFAR-10 test JPEGs from ' + str(jpegs) if found is not None else 'synthetic'} ({count})")
     batches = root / "data" / "cifar-10-batches-py"
@@ -181,7 +182,8 @@ def main() -> None:
     parser.add_argument("--file", type=Path, help="an export whose run config leads to its images")
     parser.add_argument("--samples", type=int, default=10_000)
     parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--jpegs", type=Path, default=Path("/tmp/c10/test"), help="CIFAR-10 test images by class")
+    parser.add_argument("--jpegs", type=Path, default=None,
+                        help="CIFAR-10 test images by class, e.g. <cifar10-folder>/test (default: synthetic images)")
     parser.add_argument("--threads", type=int, nargs="+", default=[2, 1],
                         help="thread counts to time the new path with; the first also runs the reference")
     parser.add_argument("--warm-repeats", type=int, default=3, help="report the best of this many warm runs")
