@@ -26,28 +26,30 @@ from lpl.validation import LPLError
 C = TypeVar("C")
 
 
-def option(default: Any, help: str, positional: bool = False) -> Any:
+def option(default: Any, help: str, positional: bool = False, **extra: Any) -> Any:
     """A dataclass field with help text for ``--help``; lists take ``default`` as a factory.
 
-    ``positional=True`` makes it a positional argument instead of a ``--flag``.
+    ``positional=True`` makes it a positional argument instead of a ``--flag``; ``extra`` goes into the
+    field's metadata.
     """
-    metadata = {"help": help, "positional": positional}
+    metadata = {"help": help, "positional": positional, **extra}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def _field_of(source: type, name: str, default: Any, help: str | None, **metadata: Any) -> Any:
-    """A field like ``source``'s field ``name``: its default and help unless given."""
+def field_default(field: dataclasses.Field) -> Any:
+    """A dataclass field's default value (a fresh one where it has a factory)."""
+    return field.default_factory() if callable(field.default_factory) else field.default
+
+
+def _field_of(source: type, name: str, default: Any, help: str | None, **extra: Any) -> Any:
+    """An option like ``source``'s field ``name``: its default and help unless given."""
     field = next((f for f in dataclasses.fields(source) if f.name == name), None)
     if field is None:
         raise TypeError(f"{source.__name__} has no field {name!r}")
-    if default is dataclasses.MISSING:
-        default = field.default_factory() if callable(field.default_factory) else field.default
-    metadata = {"help": help or field.metadata["help"], "positional": False, **metadata}
-    if isinstance(default, list):
-        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
-    return dataclasses.field(default=default, metadata=metadata)
+    return option(field_default(field) if default is dataclasses.MISSING else default,
+                  help or field.metadata["help"], **extra)
 
 
 def inherited(source: type, name: str, default: Any = dataclasses.MISSING, help: str | None = None) -> Any:
@@ -199,9 +201,7 @@ def build_parser(config_cls: type, prog: str, description: str,
     parser = _Parser(prog=prog, description=description)
     hints = typing.get_type_hints(config_cls)
     for field in dataclasses.fields(config_cls):
-        default = (field.default_factory() if field.default_factory is not dataclasses.MISSING
-                   else field.default)
-        default = (preset or {}).get(field.name, default)
+        default = (preset or {}).get(field.name, field_default(field))
         kwargs, help_text = _flag_kwargs(hints[field.name]), field.metadata.get("help", "")
         if field.metadata.get("positional"):
             parser.add_argument(field.name, help=help_text, **kwargs)
