@@ -281,8 +281,9 @@ def must_show(runs: Mapping[str, DeepRun], tol: float, layers: int) -> list[str]
     return out
 
 
-def write_paper_report(config: ReproduceConfig) -> Path:
-    """``report.md``, ``reproduce.csv`` and the two figures from whatever has finished."""
+def write_paper_report(config: ReproduceConfig) -> tuple[Path, list[str]]:
+    """``report.md``, ``reproduce.csv`` and the two figures from whatever has finished; returns the report's
+    path and the variants not run yet."""
     runs, pixels = collect(config)
     missing = [n for n in VARIANTS if n not in runs] + (["pixels"] if pixels is None else [])
     out, ordered = Path(config.output_dir), list(runs.values())
@@ -308,7 +309,7 @@ def write_paper_report(config: ReproduceConfig) -> Path:
                 Heading("Must show"), Bullets(tuple(must_show(runs, tol, layers))),
                 Paragraph("Numbers: `reproduce.csv` (readouts as fractions).")]
     atomic_write_text(table, out / "reproduce.csv")
-    return atomic_write_text(to_markdown(document), out / "report.md")
+    return atomic_write_text(to_markdown(document), out / "report.md"), missing
 
 
 def reproduce(config: ReproduceConfig) -> RunResult:
@@ -329,7 +330,6 @@ def reproduce(config: ReproduceConfig) -> RunResult:
             result.message = (f"reproduce: {name} {what}; rerun the same command to continue (finished variants "
                               f"are skipped, an interrupted one resumes from its checkpoint)")
             return result
-    path = write_paper_report(config)
-    missing = [n for n in NAMES if finished(config, n) is None]
+    path, missing = write_paper_report(config)
     note = f" (not run yet: {', '.join(missing)})" if missing else ""
     return RunResult("completed", 0, f"reproduce: report in {path}{note}")
