@@ -66,6 +66,16 @@ def atomic_write_jsonl(records: list[dict], path: Path) -> Path:
     return atomic_write_text("".join(json.dumps(r, default=str) + "\n" for r in records), path)
 
 
+def cache_dir() -> Path:
+    """Where lpl keeps what it can recompute (decoded image folders, baselines): ``$LPL_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/lpl``, else ``~/.cache/lpl``."""
+    if os.environ.get("LPL_CACHE_DIR"):
+        return Path(os.environ["LPL_CACHE_DIR"]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "lpl"
+    return Path.home() / ".cache" / "lpl"
+
+
 def load_torch(path: Path, what: str = "file") -> Any:
     """``torch.load`` of our own outputs, with a clear error for a missing or corrupt file."""
     path = Path(path)

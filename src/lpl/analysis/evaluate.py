@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from lpl.analysis import metrics
 from lpl.analysis.probes import probe_scores
 from lpl.data import load_dataset
 from lpl.data.images import ImageSet
-from lpl.io import atomic_write_json, load_torch
+from lpl.io import atomic_write_json, cache_dir, load_torch
 from lpl.layout import before_after, run_config, run_stem
 from lpl.validation import LPLError
 
@@ -113,13 +112,6 @@ def baselines(inputs: ImageSet, width: int, probes: bool = True) -> list[Evaluat
         evaluate(f"random{width}", metrics.random_projection(pixels, width), labels, inputs.frames, probes),
         evaluate(f"pca{width}", metrics.pca_projection(pixels, width, cov), labels, inputs.frames, probes),
     ]
-
-
-def cache_dir() -> Path:
-    """``$LPL_CACHE_DIR``, else ``$XDG_CACHE_HOME/lpl``, else ``~/.cache/lpl``."""
-    if os.environ.get("LPL_CACHE_DIR"):
-        return Path(os.environ["LPL_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lpl"
 
 
 def baseline_cache_file(config: dict[str, Any], inputs: ImageSet, width: int, probes: bool) -> Path:

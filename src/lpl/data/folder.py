@@ -36,22 +36,13 @@ import torch
 from PIL import Image
 
 from lpl.data.images import ImageSet
-from lpl.io import atomic_torch_save
+from lpl.io import atomic_torch_save, cache_dir
 from lpl.validation import LPLError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 SPLITS = ("train", "test")
 CACHE_VERSION = 1
 _CHUNK = 256  # images per decoding task
-
-
-def cache_dir() -> Path:
-    """``$LPL_CACHE_DIR``, else ``$XDG_CACHE_HOME/lpl``, else ``~/.cache/lpl``."""
-    if os.environ.get("LPL_CACHE_DIR"):
-        return Path(os.environ["LPL_CACHE_DIR"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "lpl"
-    return Path.home() / ".cache" / "lpl"
 
 
 @dataclass
