@@ -62,6 +62,15 @@ def atomic_write_json(obj: Any, path: Path) -> Path:
     return atomic_write_text(json.dumps(obj, indent=2, default=str) + "\n", path)
 
 
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``, or None when the file is missing, unreadable or holds something else."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def atomic_write_jsonl(records: list[dict], path: Path) -> Path:
     return atomic_write_text("".join(json.dumps(r, default=str) + "\n" for r in records), path)
 

@@ -15,14 +15,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
-from lpl.io import atomic_torch_save
+from lpl.io import atomic_torch_save, read_json
 
 TAGS = ("before", "after")
 
@@ -109,11 +108,8 @@ def saved_run(path: str | Path) -> tuple[str, dict[str, Any]] | None:
     that wrote export ``path``, or None."""
     logs = Path(path).parent.parent / "logs"
     for config_file in sorted(logs.glob("*_config.json")) if logs.is_dir() else []:
-        try:
-            saved = json.loads(config_file.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if isinstance(saved, dict) and Path(path).name in saved.get("activation_files", []):
+        saved = read_json(config_file)
+        if saved is not None and Path(path).name in saved.get("activation_files", []):
             return config_file.name.removesuffix("_config.json"), saved
     return None
 

@@ -40,7 +40,6 @@ from lpl.analysis.deep_report import (
     deep_comparison,
     load_deep_runs,
     participation_figure,
-    read_json,
     scored_images,
 )
 from lpl.analysis.document import Bullets, Figure, Heading, Paragraph, to_markdown
@@ -48,7 +47,7 @@ from lpl.analysis.readout import pixel_readout
 from lpl.analysis.verdicts import judge, pct, ranking, spans, tolerance
 from lpl.config import PLACEMENT, check_device, check_fields, inherited, option, passed_on, require
 from lpl.data import load_splits
-from lpl.io import atomic_write_json, atomic_write_text, git_revision
+from lpl.io import atomic_write_json, atomic_write_text, git_revision, read_json
 from lpl.train.checkpoint import CheckpointFolder
 from lpl.train.deep import DeepConfig, train_deep
 from lpl.train.run import RESUMABLE_CHANGES, RunResult

@@ -20,6 +20,7 @@ from lpl.analysis.document import Block, Bullets, Figure, Heading, Paragraph, Ta
 from lpl.analysis.figures import plot_layer_comparison
 from lpl.analysis.verdicts import deep_sentences, join_names, pct, tolerance
 from lpl.config import PLACEMENT, RUN_CONTROL
+from lpl.io import read_json
 from lpl.layout import RunLayout
 
 RESULTS_SUFFIX = "_results.json"
@@ -32,15 +33,6 @@ STATUS = {"nonfinite": "stopped: non-finite", "interrupted": "interrupted"}  # o
 
 
 # ---------------------------------------------------------------- reading run files
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object from ``path``, or None when the file is missing, unreadable or holds something else."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
 
 def log_records(layout: RunLayout) -> list[dict[str, Any]]:
     """The records of a run's ``logs/<name>_log.jsonl`` (diagnostics and events); none without a log."""

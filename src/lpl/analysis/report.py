@@ -21,7 +21,6 @@ from lpl.analysis.deep_report import (
     deep_results_files,
     load_deep_runs,
     log_records,
-    read_json,
     run_labels,
 )
 from lpl.analysis.document import Block, Bullets, Figure, Heading, Paragraph, Table, to_html, to_markdown
@@ -45,7 +44,7 @@ from lpl.analysis.verdicts import (
     tolerance,
     training_sentences,
 )
-from lpl.io import atomic_write_text
+from lpl.io import atomic_write_text, read_json
 from lpl.layout import RunLayout, before_after, run_stem, saved_run
 from lpl.validation import LPLError
 
