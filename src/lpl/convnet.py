@@ -40,7 +40,7 @@ class ConvNet(nn.Module):
     @torch.no_grad()
     def pooled_features(self, x: Tensor) -> list[Tensor]:
         """Globally average-pooled output of every block, [(B, C_k)], in float32."""
-        return [fm.float().mean(dim=(2, 3)) for fm in self(x)]
+        return [full_precision(fm).mean(dim=(2, 3)) for fm in self(x)]
 
 
 def distributed() -> bool:
@@ -57,8 +57,15 @@ def gather_batch(z: Tensor) -> Tensor:
     """
     if not distributed():
         return z
-    from torch.distributed._functional_collectives import all_gather_tensor_autograd
+    from torch.distributed import _functional_collectives as collectives
 
     world = dist.group.WORLD
     assert world is not None  # distributed() saw the default process group
-    return all_gather_tensor_autograd(z.contiguous(), gather_dim=0, group=world)
+    # torch >= 2.12 names it all_gather_single_autograd (the old name warns); 2.11 has only the old one
+    gather = getattr(collectives, "all_gather_single_autograd", None) or collectives.all_gather_tensor_autograd
+    return gather(z.contiguous(), gather_dim=0, group=world)
+
+
+def full_precision(x: Tensor) -> Tensor:
+    """``x`` as float32 for the objectives' statistics (bf16 and fp16 are widened); float64 stays float64."""
+    return x if x.dtype == torch.float64 else x.float()

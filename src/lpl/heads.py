@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lpl.convnet import ConvNet, distributed, gather_batch
+from lpl.convnet import ConvNet, distributed, full_precision, gather_batch
 from lpl.objective import LPLObjective
 
 ObjectiveName = Literal["lpl", "byol", "simclr"]
@@ -44,8 +44,8 @@ class LayerHead(nn.Module):
 
 
 def pooled(maps: Tensor) -> Tensor:
-    """Global average pooling in float32: (N, C, H, W) -> (N, C)."""
-    return maps.float().mean(dim=(2, 3))
+    """Global average pooling in float32 (or float64): (N, C, H, W) -> (N, C)."""
+    return full_precision(maps).mean(dim=(2, 3))
 
 
 class GlobalBatchNorm1d(nn.BatchNorm1d):
@@ -84,7 +84,7 @@ class LPLHead(LayerHead):
         self.objective, self.pooling = objective, pooling
 
     def forward(self, maps: Tensor, target: Tensor | None = None) -> tuple[Tensor, Terms]:
-        maps = maps.float()
+        maps = full_precision(maps)
         z_prev, z_now = (pooled(maps) if self.pooling else maps.flatten(1)).chunk(2)
         decorr_views = None
         if not self.pooling:
@@ -96,8 +96,8 @@ class LPLHead(LayerHead):
 def byol_loss(predictions: Tensor, targets: Tensor) -> Tensor:
     """Symmetric BYOL loss of (2B, D) predictions and targets: ``sum over both directions of
     2 - 2 cos(p_view1, t_view2)``, batch mean; 0 for perfect predictions, 4 for orthogonal ones."""
-    p_a, p_b = F.normalize(predictions.float(), dim=1).chunk(2)
-    t_a, t_b = F.normalize(targets.detach().float(), dim=1).chunk(2)
+    p_a, p_b = F.normalize(full_precision(predictions), dim=1).chunk(2)
+    t_a, t_b = F.normalize(full_precision(targets.detach()), dim=1).chunk(2)
     return (2 - 2 * (p_a * t_b).sum(1)).mean() + (2 - 2 * (p_b * t_a).sum(1)).mean()
 
 
@@ -124,7 +124,7 @@ def info_nce_loss(z: Tensor, temperature: float) -> Tensor:
     """NT-Xent of (2B, D) embeddings whose rows i and i + B are positives; the other 2B - 2 rows
     of the (global) batch are the negatives. Identical views of mutually orthogonal samples give
     ``log(1 + (2B - 2) exp(-1 / temperature))``."""
-    z_a, z_b = F.normalize(z.float(), dim=1).chunk(2)
+    z_a, z_b = F.normalize(full_precision(z), dim=1).chunk(2)
     z = torch.cat((gather_batch(z_a), gather_batch(z_b)))
     n = z.shape[0] // 2
     logits = z @ z.T / temperature
