@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 
 import lpl.data
 import lpl.heads
+from lpl.convnet import ConvNet, NetworkSpec
 from lpl.data.shapes import load_shapes
 
 # One intra-op thread: the tensors here are small, and on a busy machine two threads on two cores wait for each
@@ -37,26 +39,41 @@ def small_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
     shrink_shapes(monkeypatch)
 
 
-class SmallBYOLHead(lpl.heads.BYOLHead):
-    """``BYOLHead`` with 64 hidden and 32 output units instead of 4096 and 256 (same code)."""
+def tiny_net(*channels: int, pool_after: tuple[int, ...] = (1,), in_channels: int = 1) -> ConvNet:
+    """A small conv network with 3x3 kernels (tests' stand-in for VGG-11)."""
+    return ConvNet(NetworkSpec(channels, (3,) * len(channels), pool_after, in_channels=in_channels))
 
-    def __init__(self, channels: int, hidden: int = 64, out: int = 32):
-        super().__init__(channels, hidden, out)
+
+@dataclass(frozen=True)
+class SmallBYOLOptions(lpl.heads.BYOLOptions):
+    hidden: int = 64
+    out: int = 32
+
+
+@dataclass(frozen=True)
+class SmallSimCLROptions(lpl.heads.SimCLROptions):
+    projector_hidden: int = 64
+    projector_out: int = 32
+
+
+class SmallBYOLHead(lpl.heads.BYOLHead):
+    """``BYOLHead`` with 64 hidden and 32 output units instead of 4096 and 256 by default (same code)."""
+
+    Options = SmallBYOLOptions
 
 
 class SmallSimCLRHead(lpl.heads.SimCLRHead):
-    """``SimCLRHead`` with 64 hidden and 32 output units instead of 2048 and 128 (same code)."""
+    """``SimCLRHead`` with 64 hidden and 32 output units instead of 2048 and 128 by default (same code)."""
 
-    def __init__(self, channels: int, hidden: int = 64, out: int = 32, temperature: float = 0.2):
-        super().__init__(channels, hidden, out, temperature)
+    Options = SmallSimCLROptions
 
 
 @pytest.fixture
 def small_heads(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``build_model`` (and so ``train-deep``) with ``SmallBYOLHead`` and ``SmallSimCLRHead``: a step of the deep
+    """The registry (and so ``train-deep``) with ``SmallBYOLHead`` and ``SmallSimCLRHead``: a step of the deep
     BYOL run on shapes takes milliseconds instead of a second."""
-    monkeypatch.setattr(lpl.heads, "BYOLHead", SmallBYOLHead)
-    monkeypatch.setattr(lpl.heads, "SimCLRHead", SmallSimCLRHead)
+    monkeypatch.setitem(lpl.heads.HEADS, "byol", SmallBYOLHead)
+    monkeypatch.setitem(lpl.heads.HEADS, "simclr", SmallSimCLRHead)
 
 
 def write_cifar_batch(path: Path, count: int, seed: int) -> None:

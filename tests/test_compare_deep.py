@@ -35,16 +35,16 @@ def entries(readouts: list[float]) -> list[dict]:
 
 
 def write_run(root: Path, objective: str, end_to_end: bool, init: list[float] = INIT, **extra) -> Path:
-    """``<root>/logs/<name>_results.json`` and ``_config.json`` as train-deep and lpl readout write them."""
+    """``<root>/logs/<name>_results.json`` and ``_run.json`` as train-deep and lpl readout write them."""
     name = f"deep_{objective}" + ("_e2e" if end_to_end else "")
     cfg = config(objective, end_to_end, **extra)
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     results = {"config": cfg, "initialisation": entries(init), "trained": entries(READOUTS[objective, end_to_end])}
     (logs / f"{name}_results.json").write_text(json.dumps(results))
-    (logs / f"{name}_config.json").write_text(json.dumps({"config": cfg, "schedule": {"steps": 4800},
-                                                          "activation_files": [f"{name}_activations_before.pt",
-                                                                               f"{name}_activations_after.pt"]}))
+    files = [f"{name}_activations_before.pt", f"{name}_activations_after.pt"]
+    record = {"format": "lpl-run/1", "config": cfg, "schedule": {"steps": 4800}, "activation_files": files}
+    (logs / f"{name}_run.json").write_text(json.dumps(record))
     return logs / f"{name}_results.json"
 
 

@@ -6,12 +6,11 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import tiny_net
 
 from lpl.analysis.readout import linear_readouts
 from lpl.cli import main
-from lpl.convnet import ConvNet
-from lpl.heads import LPLHead, build_model
-from lpl.objective import LPLObjective
+from lpl.heads import LPLHead, LPLOptions, build_model
 from lpl.train.deep import DeepConfig, lr_at
 
 SMALL = ["--dataset", "shapes", "--channels", "8", "16", "16", "--pool-after", "1", "2", "--batch-size", "16",
@@ -20,7 +19,7 @@ SMALL = ["--dataset", "shapes", "--channels", "8", "16", "16", "--pool-after", "
 
 def _net_and_views(seed=0):
     torch.manual_seed(seed)
-    return ConvNet(1, (4, 6, 8), (1, 2)), torch.rand(2 * 12, 1, 16, 16)
+    return tiny_net(4, 6, 8, pool_after=(1, 2)), torch.rand(2 * 12, 1, 16, 16)
 
 
 def _grads(net):
@@ -28,7 +27,7 @@ def _grads(net):
 
 
 def _lpl(net, local=True, **kwargs):
-    return build_model("lpl", net, local, LPLObjective(**kwargs))
+    return build_model("lpl", net, local, kwargs)
 
 
 def test_locality_no_gradient_reaches_a_lower_block():
@@ -38,7 +37,7 @@ def test_locality_no_gradient_reaches_a_lower_block():
     total.backward()
     full = _grads(net)
     net.zero_grad(set_to_none=True)
-    only_first, _ = LPLHead(LPLObjective())(net(views)[0])  # block 1's own loss alone
+    only_first, _ = LPLHead(4)(net(views)[0])  # block 1's own loss alone
     only_first.backward()
     first_block = len(list(net.blocks[0].parameters()))
     for a, b in zip(full[:first_block], _grads(net)[:first_block]):
@@ -57,8 +56,8 @@ def test_end_to_end_sends_the_last_loss_to_every_block():
 def test_each_coefficient_switches_off_exactly_its_term(term):
     net, views = _net_and_views()
     maps = net(views)
-    full, terms = LPLHead(LPLObjective())(maps[1])
-    off, _ = LPLHead(LPLObjective(**{term: 0.0}))(maps[1])
+    full, terms = LPLHead(6)(maps[1])
+    off, _ = LPLHead(6, LPLOptions(**{term: 0.0}))(maps[1])
     weight = {"pred": 1.0, "hebb": 1.0, "decorr": 10.0}[term]
     assert torch.allclose(full - off, weight * terms[term], atol=1e-5)
 
@@ -78,8 +77,8 @@ def test_shuffled_positives_change_only_the_predictive_term():
 def test_no_pooling_uses_full_feature_maps():
     net, views = _net_and_views()
     maps = net(views)
-    _, pooled = LPLHead(LPLObjective())(maps[0])
-    _, full = LPLHead(LPLObjective(), pooling=False)(maps[0])
+    _, pooled = LPLHead(4)(maps[0])
+    _, full = LPLHead(4, grid=0)(maps[0])
     assert not torch.allclose(pooled["pred"], full["pred"])
 
 
@@ -122,7 +121,7 @@ def _free_port() -> int:
 
 def _small_model(objective: str):
     torch.manual_seed(0)
-    return build_model(objective, ConvNet(1, (4, 6), (1,)), True)
+    return build_model(objective, tiny_net(4, 6), True)
 
 
 class _Both(torch.nn.Module):

@@ -258,7 +258,7 @@ def test_second_demo_refuses_then_overwrites_or_resumes(tmp_path, capsys, quick_
 
     assert run([*argv, "--overwrite"], capsys)[0] == 0
     replaced = files(out)
-    config = out / "logs" / "lpl_config.json"
+    config = out / "logs" / "lpl_run.json"
     assert replaced[config][0] > first[config][0] and b'"resumed_from": null' in replaced[config][1]
     assert not set(first) - set(replaced)
 

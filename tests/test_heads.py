@@ -5,9 +5,19 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_net
 
-from lpl.convnet import ConvNet
-from lpl.heads import BYOLHead, SimCLRHead, build_model, byol_loss, byol_momentum, ema_update, info_nce_loss
+from lpl.heads import (
+    BYOLHead,
+    BYOLOptions,
+    SimCLRHead,
+    SimCLROptions,
+    build_model,
+    byol_loss,
+    byol_momentum,
+    ema_update,
+    info_nce_loss,
+)
 
 
 def _orthonormal(n: int, d: int) -> torch.Tensor:
@@ -32,7 +42,8 @@ def test_info_nce_of_identical_views_of_orthogonal_samples_has_its_closed_form()
     assert info_nce_loss(shuffled, temperature).item() > expected + 1.0
 
 
-@pytest.mark.parametrize("head", [BYOLHead(8, 32, 16), SimCLRHead(8, 32, 16)])
+@pytest.mark.parametrize("head", [BYOLHead(8, BYOLOptions(hidden=32, out=16)),
+                                  SimCLRHead(8, SimCLROptions(projector_hidden=32, projector_out=16))])
 def test_heads_keep_shapes_and_fall_when_optimised(head):
     torch.manual_seed(0)
     maps = torch.randn(2 * 10, 8, 4, 4)
@@ -71,7 +82,7 @@ def test_ema_update_moves_the_target_by_one_minus_momentum():
 
 def _model(objective, local=True):
     torch.manual_seed(0)
-    return build_model(objective, ConvNet(1, (4, 6, 8), (1, 2)), local), torch.rand(2 * 12, 1, 16, 16)
+    return build_model(objective, tiny_net(4, 6, 8, pool_after=(1, 2)), local), torch.rand(2 * 12, 1, 16, 16)
 
 
 def test_byol_target_gets_no_gradient_and_follows_the_online_network():
@@ -122,7 +133,7 @@ def test_models_pickle_and_save_whole(objective):
     import io
     import pickle
 
-    model = build_model(objective, ConvNet(1, (4, 8), (1,)), local=True).eval()
+    model = build_model(objective, tiny_net(4, 8), local=True).eval()
     views = torch.rand(8, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     copy = pickle.loads(pickle.dumps(model))
     buffer = io.BytesIO()

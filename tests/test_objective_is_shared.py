@@ -2,8 +2,8 @@
 dense diagnostics and the deep network's heads alike."""
 
 import torch
+from conftest import tiny_net
 
-from lpl.convnet import ConvNet
 from lpl.heads import build_model
 from lpl.layers import DenseLPLStack, Plasticity
 from lpl.objective import LPLObjective
@@ -33,7 +33,7 @@ def test_a_new_term_reaches_dense_and_deep_training_from_one_edit(monkeypatch):
     objective = LPLObjective(1e-2, 1e-2, 1e-2, "sum")
     stock_update = _dense_update(objective)
     torch.manual_seed(0)
-    model = build_model("lpl", ConvNet(1, (4, 6), (1,)), True)
+    model = build_model("lpl", tiny_net(4, 6), True)
     views = torch.rand(2 * 8, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     stock_loss, _ = model(views)
 

@@ -113,7 +113,7 @@ def run_folder(tmp_path, monkeypatch):
     config = {"dataset": "cifar10", "data_dir": str(data.parent), "num_export": 50}
     export = tmp_path / "activations" / "run_activations_after.pt"
     saved = {"config": config, "activation_files": [export.name]}
-    (tmp_path / "logs" / "run_config.json").write_text(json.dumps(saved))
+    (tmp_path / "logs" / "run_run.json").write_text(json.dumps(saved))
     torch.save({"activations": torch.rand(50, 16), "labels": torch.arange(50) % 10}, export)
     return export
 

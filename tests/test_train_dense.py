@@ -22,7 +22,7 @@ def test_cifar_run_writes_documented_outputs(cifar_dir, quick_args):
         assert blob["labels"].shape == (50,) and blob["labels"].dtype == torch.int64
     weights = torch.load(f"{out}/weights/lpl_weights.pt")
     assert weights["state_dict"]["layers.0.weight"].shape == (128, 3072)
-    config = json.loads(open(f"{out}/logs/lpl_config.json").read())
+    config = json.loads(open(f"{out}/logs/lpl_run.json").read())
     assert config["config"]["lr_stab"] == 5e-4 and "git_revision" in config["run"]
     records = [json.loads(line) for line in open(f"{out}/logs/lpl_log.jsonl")]
     assert [r["step"] for r in records] == [10, 20]

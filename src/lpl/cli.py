@@ -9,16 +9,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from lpl.analysis.commands import AnalyzeConfig, CompareConfig, ReportConfig, analyze, compare, report
-from lpl.analysis.readout import ReadoutConfig, readout
+from lpl.analysis.readout import ReadoutConfig, readout, write_readouts
 from lpl.config import flag, parse_config
 from lpl.demo import DemoConfig, demo
 from lpl.reproduce import ReproduceConfig, reproduce
 from lpl.train.byol import BYOLConfig, train_byol
 from lpl.train.deep import DeepConfig, train_deep
 from lpl.train.dense import HIERARCHICAL, DenseConfig, train_dense
-from lpl.train.run import EXIT_INTERRUPTED
+from lpl.train.run import EXIT_INTERRUPTED, RunResult
 from lpl.train.sanity import SanityConfig, sanity_check
 from lpl.validation import LPLError
 
@@ -33,6 +34,14 @@ class Command:
     preset: Mapping[str, Any] = field(default_factory=dict)
 
 
+def train_deep_and_read_out(config: DeepConfig) -> RunResult:
+    """``lpl train-deep``: train, then (``--evaluate``, on the process that writes) fit the readouts."""
+    result = train_deep(config)
+    if config.evaluate and result.status != "interrupted" and not (dist.is_initialized() and dist.get_rank()):
+        write_readouts(config.layout(), config.eval_epochs, config.device, config.readout_grid)
+    return result
+
+
 COMMANDS: dict[str, Command] = {
     "train": Command(DenseConfig, train_dense, "single-layer LPL (default: CIFAR-10, 3072 -> 128, 5000 steps)"),
     "train-hierarchical": Command(DenseConfig, train_dense,
@@ -40,8 +49,8 @@ COMMANDS: dict[str, Command] = {
                                   HIERARCHICAL),
     "train-byol": Command(BYOLConfig, train_byol,
                           "the seed's BYOL baseline, only the first conv layer trained (1000 steps)"),
-    "train-deep": Command(DeepConfig, train_deep, "VGG-11 with layer-local LPL (the paper's main experiment), "
-                          "or BYOL/SimCLR heads, layer-local or end-to-end (default: CIFAR-10, 800 epochs)"),
+    "train-deep": Command(DeepConfig, train_deep_and_read_out, "conv networks with layer-local LPL (default: the "
+                          "paper's VGG-11 on CIFAR-10, 800 epochs), or BYOL/SimCLR heads, layer-local or end-to-end"),
     "sanity": Command(SanityConfig, sanity_check, "one LPL layer on random data: weights, variance and NaN checks"),
     "analyze": Command(AnalyzeConfig, analyze, "statistics, probes, invariance and baselines of representation files"),
     "compare": Command(CompareConfig, compare, "one side-by-side table (Markdown and CSV) of several runs"),

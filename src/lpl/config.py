@@ -30,11 +30,11 @@ def option(default: Any, help: str, positional: bool = False, **extra: Any) -> A
     """A dataclass field with help text for ``--help``; lists take ``default`` as a factory.
 
     ``positional=True`` makes it a positional argument instead of a ``--flag``; ``extra`` goes into the
-    field's metadata.
+    field's metadata (``hidden=True``: no flag; set by ``parse_config``).
     """
     metadata = {"help": help, "positional": positional, **extra}
-    if isinstance(default, list):
-        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    if isinstance(default, list | dict):
+        return dataclasses.field(default_factory=lambda: copy.copy(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -197,25 +197,67 @@ def _flag_kwargs(tp: Any) -> dict[str, Any]:
 
 def build_parser(config_cls: type, prog: str, description: str,
                  preset: Mapping[str, Any] | None = None) -> argparse.ArgumentParser:
-    """A parser with a flag per field; ``preset`` replaces some defaults."""
+    """A parser with a flag per field; ``preset`` replaces some defaults.
+
+    A config class may declare ``option_groups()``: {owner: dataclass} of settings that belong to a part chosen
+    at run time (the objective's head). Their flags are listed per owner and, when given, collected into the
+    config's ``options_field`` dict (checked by the config, which knows the chosen owner).
+    """
     parser = _Parser(prog=prog, description=description)
     hints = typing.get_type_hints(config_cls)
     for field in dataclasses.fields(config_cls):
+        if field.metadata.get("hidden"):
+            continue
         default = (preset or {}).get(field.name, field_default(field))
         kwargs, help_text = _flag_kwargs(hints[field.name]), field.metadata.get("help", "")
         if field.metadata.get("positional"):
             parser.add_argument(field.name, help=help_text, **kwargs)
         else:
             parser.add_argument(flag(field.name), dest=field.name, default=default, help=help_text, **kwargs)
+    added: set[str] = set()
+    for owner, options in getattr(config_cls, "option_groups", dict)().items():
+        group = parser.add_argument_group(f"{owner} settings")
+        option_hints = typing.get_type_hints(options)
+        for field in dataclasses.fields(options):
+            if field.name in added:
+                continue
+            added.add(field.name)
+            group.add_argument(flag(field.name), dest=f"{OPTION_PREFIX}{field.name}", default=argparse.SUPPRESS,
+                               help=_with_default(field.metadata.get("help", ""), field_default(field)),
+                               **_flag_kwargs(option_hints[field.name]))
     return parser
+
+
+OPTION_PREFIX = "option:"  # argparse dest of an option-group flag
+
+
+def _with_default(text: str, default: Any) -> str:
+    """Help text with its default, unless it says the default itself (as ``_HelpFormatter`` does)."""
+    return text if "default" in text else f"{text} (default: {default})"
 
 
 def parse_config(config_cls: type[C], argv: Sequence[str], prog: str, description: str,
                  preset: Mapping[str, Any] | None = None) -> C:
-    """Parse ``argv`` into ``config_cls``; a bad flag or value exits with one clear error line."""
-    parser = build_parser(config_cls, prog, description, preset)
-    namespace = parser.parse_args(argv)
+    """Parse ``argv`` into ``config_cls``; a bad flag or value exits with one clear error line.
+
+    A config class with ``PRESETS`` ({name: defaults}) takes ``--preset NAME``: the named defaults replace the
+    class's, and flags given on the command line replace both.
+    """
+    presets: Mapping[str, Mapping[str, Any]] = getattr(config_cls, "PRESETS", {})
+    chosen = dict(preset or {})
+    if presets and "--preset" in argv[:-1]:
+        name = argv[list(argv).index("--preset") + 1]
+        if name not in presets:
+            _Parser(prog=prog).error(f"argument --preset: invalid choice: {name!r} (choose from "
+                                     f"{', '.join(map(repr, presets))})")
+        chosen.update(presets[name])
+    parser = build_parser(config_cls, prog, description, chosen)
+    values = vars(parser.parse_args(argv))
+    given = {k.removeprefix(OPTION_PREFIX): values.pop(k) for k in list(values) if k.startswith(OPTION_PREFIX)}
+    options_field = getattr(config_cls, "options_field", None)
+    if options_field:
+        values[options_field] = {**chosen.get(options_field, {}), **given}
     try:
-        return config_cls(**vars(namespace))
+        return config_cls(**values)
     except LPLError as exc:
         parser.error(str(exc))

@@ -1,13 +1,15 @@
-"""Where a run writes, and what its export files hold: the one layout training and analysis share.
+"""Where a run writes, and what its files hold: the one layout training, loading and analysis share.
 
 ```
 <output_dir>/
   activations/<stem>_{before,after}.pt   export: {'<layer>_activations' or 'activations' or
                                           'embeddings': float32 (N, M), 'labels': int64 (N,),
                                           optional 'train': the same for training samples}
-  weights/<name>_weights.pt              final weights
+  weights/<name>_{before,after}.safetensors   the network at initialisation and trained (tensors only)
+  weights/<name>_weights.pt              final weights with the objective's heads (torch format)
   weights/<name>_step<N>.ckpt            checkpoints (checksummed)
-  logs/<name>_config.json                config, schedule, git revision, versions, export files
+  logs/<name>_run.json                   the run record: what wrote the run, with which network, objective,
+                                          data and config (``RECORD_FORMAT``; ``read_record``)
   logs/<name>_log.jsonl                  one diagnostics record per logging interval
   logs/<name>_results.json               per-layer readout of deep runs (lpl.analysis.readout)
 ```
@@ -21,9 +23,11 @@ from typing import Any
 
 from torch import Tensor
 
-from lpl.io import atomic_torch_save, read_json
+from lpl.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, read_json
+from lpl.validation import LPLError
 
 TAGS = ("before", "after")
+RECORD_FORMAT = "lpl-run/1"
 
 
 @dataclass(frozen=True)
@@ -50,8 +54,11 @@ class RunLayout:
         return self.activations / f"{self.stem}_{tag}.pt"
 
     @property
-    def config_file(self) -> Path:
-        return self.logs / f"{self.name}_config.json"
+    def record_file(self) -> Path:
+        return self.logs / f"{self.name}_run.json"
+
+    def network_file(self, tag: str) -> Path:
+        return self.weights / f"{self.name}_{tag}.safetensors"
 
     @property
     def log_file(self) -> Path:
@@ -67,8 +74,58 @@ class RunLayout:
 
     def earlier_results(self) -> list[Path]:
         """Files of an earlier run of this name that a new run would replace."""
-        candidates = [self.config_file, *(self.activation_file(tag) for tag in TAGS), self.weights_file]
+        candidates = [self.record_file, *(self.activation_file(tag) for tag in TAGS), self.weights_file]
         return [p for p in candidates if p.exists()]
+
+
+def write_record(layout: RunLayout, record: dict[str, Any]) -> Path:
+    """Write the run record (``record`` plus its format tag) atomically."""
+    return atomic_write_json({"format": RECORD_FORMAT, **record}, layout.record_file)
+
+
+def read_record(path: str | Path) -> dict[str, Any]:
+    """The run record in ``path`` (a ``logs/<name>_run.json``); a clear error for anything else."""
+    path = Path(path)
+    record = read_json(path)
+    if record is None:
+        raise LPLError(f"{path} is missing or not a run record; pass an output folder written by lpl")
+    if record.get("format") != RECORD_FORMAT:
+        raise LPLError(f"{path} was written by an older lpl (no {RECORD_FORMAT} record); retrain the run with this "
+                       f"version, or read its files directly")
+    return record
+
+
+def run_records(output_dir: str | Path) -> dict[str, Path]:
+    """{run name: record file} of the runs in ``output_dir``; a clear error where there is none."""
+    root = Path(output_dir)
+    found = {p.name.removesuffix("_run.json"): p for p in sorted((root / "logs").glob("*_run.json"))}
+    if not found:
+        old = sorted((root / "logs").glob("*_config.json"))
+        hint = (" (it holds runs of an older lpl without run records: retrain them with this version)" if old else
+                "; pass the --output-dir of a training run")
+        raise LPLError(f"{root} holds no run record (logs/<name>_run.json){hint}")
+    return found
+
+
+def save_tensors(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str] | None = None) -> Path:
+    """``tensors`` as a safetensors file (no code inside, safe to load from anyone), written atomically."""
+    from safetensors.torch import save
+
+    plain = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    return atomic_write_bytes(save(plain, metadata), path)
+
+
+def load_tensors(path: Path) -> dict[str, Tensor]:
+    """The tensors of a safetensors file, on the CPU; a clear error for a missing or damaged one."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise LPLError(f"weights file {path} does not exist; the run may not have finished")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise LPLError(f"weights file {path} is damaged ({exc}); retrain the run or restore the file") from None
 
 
 def layer_key(layer: int | str) -> str:
@@ -104,13 +161,13 @@ def before_after(path: str | Path) -> dict[str, Path]:
 
 
 def saved_run(path: str | Path) -> tuple[str, dict[str, Any]] | None:
-    """The name and saved ``logs/<name>_config.json`` (config, schedule, run metadata) of the run
-    that wrote export ``path``, or None."""
+    """The name and run record (``logs/<name>_run.json``: config, schedule, run metadata, network, data) of
+    the run that wrote export ``path``, or None."""
     logs = Path(path).parent.parent / "logs"
-    for config_file in sorted(logs.glob("*_config.json")) if logs.is_dir() else []:
-        saved = read_json(config_file)
+    for record_file in sorted(logs.glob("*_run.json")) if logs.is_dir() else []:
+        saved = read_json(record_file)
         if saved is not None and Path(path).name in saved.get("activation_files", []):
-            return config_file.name.removesuffix("_config.json"), saved
+            return record_file.name.removesuffix("_run.json"), saved
     return None
 
 

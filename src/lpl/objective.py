@@ -44,21 +44,25 @@ class LPLObjective:
         return {"pred": self.pred, "hebb": self.hebb, "decorr": self.decorr}
 
     def terms(self, z_prev: Tensor, z_now: Tensor, gather: Callable[[Tensor], Tensor] = _same,
-              decorr_views: Sequence[Tensor] | None = None) -> dict[str, Tensor]:
+              decorr_views: Sequence[Tensor] | None = None, hebb_views: Sequence[Tensor] | None = None
+              ) -> dict[str, Tensor]:
         """Unweighted, differentiable value of every term for ``z_prev``, ``z_now`` (B, M).
 
         ``gather`` collects a view's rows from every process before the batch statistics
         (variance, covariance) are taken, so they are those of the global batch under torchrun.
-        ``decorr_views`` (two (S, M) tensors) replaces the samples of the decorrelation term, for
-        example the channel vectors of every position of a feature map.
+        ``decorr_views`` and ``hebb_views`` (each two (S, K) tensors, one per view) replace the samples
+        of the decorrelation and Hebbian terms, for example the channel vectors of every position of a
+        feature map (then S = B * positions and K = channels).
         """
         r = self.reduction
-        views = torch.stack((gather(z_prev), gather(z_now)))
-        decorr = views if decorr_views is None else torch.stack([gather(v) for v in decorr_views])
+
+        def stacked(given: Sequence[Tensor] | None) -> Tensor:
+            return torch.stack([gather(v) for v in (given if given is not None else (z_prev, z_now))])
+
         return {
             "pred": rules.predictive_loss(z_now, z_prev, r, self.stop_gradient),
-            "hebb": 0.5 * rules.hebbian_loss(views, r, self.eps),
-            "decorr": 0.5 * rules.decorrelation_loss(decorr, r),
+            "hebb": 0.5 * rules.hebbian_loss(stacked(hebb_views), r, self.eps),
+            "decorr": 0.5 * rules.decorrelation_loss(stacked(decorr_views), r),
         }
 
     def weighted(self, terms: dict[str, Tensor]) -> Tensor:

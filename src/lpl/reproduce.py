@@ -43,7 +43,7 @@ from lpl.analysis.deep_report import (
     scored_images,
 )
 from lpl.analysis.document import Bullets, Figure, Heading, Paragraph, to_markdown
-from lpl.analysis.readout import pixel_readout
+from lpl.analysis.readout import pixel_readout, write_readouts
 from lpl.analysis.verdicts import judge, pct, ranking, spans, tolerance
 from lpl.config import PLACEMENT, check_device, check_fields, inherited, option, passed_on, require
 from lpl.data import load_splits
@@ -65,9 +65,9 @@ class Variant:
 
 VARIANTS: dict[str, Variant] = {
     "lpl": Variant("LPL", {}, Published(53.5, "53.5 (best layer ~55.3)")),
-    "hebb_off": Variant("Hebbian off", {"hebb": 0.0}, Published(10.0, "10 (collapse)")),
-    "pred_off": Variant("predictive off", {"pred": 0.0}, Published(18.5, "~18.5")),
-    "decorr_off": Variant("decorrelation off", {"decorr": 0.0}, Published(19.2, "~19.2")),
+    "hebb_off": Variant("Hebbian off", {"head": {"hebb": 0.0}}, Published(10.0, "10 (collapse)")),
+    "pred_off": Variant("predictive off", {"head": {"pred": 0.0}}, Published(18.5, "~18.5")),
+    "decorr_off": Variant("decorrelation off", {"head": {"decorr": 0.0}}, Published(19.2, "~19.2")),
     "shuffled": Variant("shuffled positives", {"shuffle_positives": True}),
     "end_to_end": Variant("end-to-end LPL", {"end_to_end": True}),
 }
@@ -77,7 +77,7 @@ PUBLISHED_ORDER = ("lpl", "decorr_off", "pred_off", "hebb_off")  # final layer, 
 # Settings that may differ between a finished variant and a rerun without changing its results.
 RERUN_CHANGES = RESUMABLE_CHANGES | PLACEMENT
 # What the variants change on purpose: not listed as differences between them.
-VARIED = ("epochs", *sorted({k for v in VARIANTS.values() for k in v.settings} - {"end_to_end"}))
+VARIED = ("epochs", *sorted({k for v in VARIANTS.values() for k in v.settings} - {"end_to_end"}))  # head: the ablations
 PUBLISHED_NOTE = ("Published values: Halvagal & Zenke 2023, CIFAR-10, final layer (reference notes, LPL.md); shuffled "
                   "positives and end-to-end LPL have none on CIFAR-10 (end-to-end: 72.5% on STL-10).")
 
@@ -100,8 +100,10 @@ class ReproduceConfig:
     eval_train: int = inherited(DeepConfig, "eval_train")
     eval_epochs: int = inherited(DeepConfig, "eval_epochs")
     num_export: int = inherited(DeepConfig, "num_export")
-    channels: list[int] = inherited(DeepConfig, "channels")
-    pool_after: list[int] = inherited(DeepConfig, "pool_after")
+    network: str = inherited(DeepConfig, "network")
+    channels: list[int] | None = inherited(DeepConfig, "channels")
+    pool_after: list[int] | None = inherited(DeepConfig, "pool_after")
+    readout_grid: int = inherited(DeepConfig, "readout_grid")
     compile: bool = inherited(DeepConfig, "compile")
     checkpoint_minutes: float = inherited(DeepConfig, "checkpoint_minutes")
     progress: bool = inherited(DeepConfig, "progress")
@@ -184,6 +186,8 @@ def run_variant(config: ReproduceConfig, name: str) -> RunResult:
     start = time.perf_counter()
     try:
         result = train_deep(deep)
+        if result.status != "interrupted":
+            write_readouts(deep.layout(), deep.eval_epochs, deep.device, deep.readout_grid)
     except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop
         record_session(config, name, time.perf_counter() - start, "interrupted", resume, deep.epochs)
         raise
@@ -293,8 +297,10 @@ def write_paper_report(config: ReproduceConfig) -> tuple[Path, list[str]]:
     note = PUBLISHED_NOTE + ("" if config.dataset == "cifar10" else f" This run used {config.dataset}, not CIFAR-10.")
     blocks, table = deep_comparison(ordered, out / "readout_per_layer.png", notes=[note], extras=extras)
     participation = participation_figure(ordered, out / "participation_ratio_per_layer.png")
-    layers = max((len(r.readout) for r in ordered), default=len(config.channels))
-    setup = (f"data set: {config.dataset}; network: channels {config.channels}, pooling after {config.pool_after}",
+    spec = config.deep_config("lpl").spec(3)
+    layers = max((len(r.readout) for r in ordered), default=len(spec.channels))
+    setup = (f"data set: {config.dataset}; network: {config.network}, channels {list(spec.channels)}, pooling after "
+             f"{list(spec.pool_after)}",
              f"LPL: {config.epochs} epochs; ablations: {config.ablation_epochs} epochs; batch {config.batch_size}; "
              f"seed {config.seed}",
              f"device: {config.device}; git revision {git_revision()}",

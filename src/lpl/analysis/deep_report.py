@@ -183,7 +183,7 @@ def _readout_entries(results: Mapping[str, Any], stage: str) -> tuple[Mapping[st
 def _deep_run(file: Path, results: Mapping[str, Any], trained: tuple[Mapping[str, Any], ...]) -> DeepRun:
     root = file.parent.parent if file.parent.name == "logs" else file.parent
     layout = _layout(root, file.name.removesuffix(RESULTS_SUFFIX))
-    saved = read_json(layout.config_file) or {}
+    saved = read_json(layout.record_file) or {}
     config = results.get("config") or saved.get("config") or {}
     timing = read_json(root / TIMING_FILE) or {}
     records = [r for r in log_records(layout) if "event" not in r]

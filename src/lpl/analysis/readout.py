@@ -1,10 +1,16 @@
-"""Per-layer linear readout of a deep run's exports (the paper's evaluation), beside the other probes.
+"""Linear readouts of a deep run, with two protocols, at initialisation and trained.
 
-A deep run exports, before and after training, every block's pooled features of the test images
-and of ``--eval-train`` training images (``lpl.layout``). For each layer a logistic-regression
-readout (official protocol: Adam 1e-3, 20 epochs, batch 512, standardised frozen features) is
-fitted on the training features and scored on the test features; the participation ratio and
-the mean activation of the test features go beside it.
+- **paper** (the LPL paper's evaluation): a deep run exports, before and after training, every block's
+  globally pooled features of the test images and of ``--eval-train`` training images
+  (``lpl.layout``). For each layer a logistic-regression readout (official protocol: Adam 1e-3,
+  20 epochs, batch 512, standardised frozen features) is fitted on the training features and scored
+  on the test features; the participation ratio and the mean activation go beside it.
+- **spatial** (the layer-local frontier's): every block's output average-pooled to at most g x g
+  positions and flattened, read out alone and all blocks concatenated, with the same regression. Its
+  features are computed from the saved networks (``lpl.load``), not exported.
+
+Both protocols read out the network at initialisation too: random convolutions read out spatially
+are a strong baseline, so a table always shows both rows.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import torch.nn.functional as F
 
 from lpl.analysis.metrics import participation_ratio
 from lpl.config import check_device, check_fields, option
+from lpl.data import load_splits
 from lpl.data.images import ImageSet
 from lpl.io import atomic_write_json, load_torch
 from lpl.layout import RunLayout, layer_key, saved_run
@@ -83,8 +90,33 @@ def pixel_readout(train: ImageSet, test: ImageSet, count: int, epochs: int = 20,
     return accuracy
 
 
-def write_readouts(layout: RunLayout, epochs: int = 20, device: torch.device | str = "cpu") -> Path:
-    """``logs/<name>_results.json``: per-layer readouts at initialisation and after training."""
+def spatial_readouts(layout: RunLayout, config: dict[str, Any], grid: int, epochs: int = 20,
+                     device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The spatial protocol (module docstring) for the network before and after training: per layer and all
+    layers concatenated, fitted on ``eval_train`` training images and scored on ``num_export`` test images."""
+    from lpl.load import features, load  # lpl.load imports the networks; only this protocol needs them
+
+    train, test = load_splits(config["dataset"], config.get("data_dir"), False, image_size=config.get("image_size"))
+    train_count, test_count = min(config["eval_train"], len(train)), min(config["num_export"], len(test))
+    out: dict[str, Any] = {"grid": grid}
+    for tag, stage in STAGES.items():
+        if not layout.network_file(tag).is_file():
+            continue
+        net = load(layout.root, layout.name, tag, device)
+        train_x = [x.to(device) for x in features(net, train.images[:train_count], grid=grid)]
+        test_x = [x.to(device) for x in features(net, test.images[:test_count], grid=grid)]
+        train_x.append(torch.cat(train_x, 1))
+        test_x.append(torch.cat(test_x, 1))
+        accuracies = linear_readouts(train_x, train.labels[:train_count].to(device), test_x,
+                                     test.labels[:test_count].to(device), epochs)
+        out[stage] = {"layers": accuracies[:-1], "all": accuracies[-1], "features": [x.shape[1] for x in test_x]}
+        del train_x, test_x
+    return out
+
+
+def write_readouts(layout: RunLayout, epochs: int = 20, device: torch.device | str = "cpu", grid: int = 0) -> Path:
+    """``logs/<name>_results.json``: per-layer readouts at initialisation and after training, with the paper's
+    protocol and, for ``grid`` > 0, the spatial one."""
     results: dict[str, Any] = {}
     found = saved_run(layout.activation_file("after"))
     if found is not None:
@@ -93,6 +125,8 @@ def write_readouts(layout: RunLayout, epochs: int = 20, device: torch.device | s
         path = layout.activation_file(tag)
         if path.is_file():
             results[stage] = layer_readouts(load_torch(path, "export"), epochs, device)
+    if grid and found is not None:
+        results["spatial"] = spatial_readouts(layout, found[1]["config"], grid, epochs, device)
     return atomic_write_json(results, layout.results_file)
 
 
@@ -103,6 +137,8 @@ class ReadoutConfig:
     output_dir: str = option("outputs", "the training output folder", positional=True)
     name: list[str] = option([], "run names (default: every deep run in the folder)")
     epochs: int = option(20, "epochs of each readout (Adam, batch 512, lr 1e-3)")
+    grid: int = option(4, "spatial protocol: every block average-pooled to at most g x g, alone and all "
+                       "concatenated; 0 = the paper's protocol only")
     device: str = option("cpu", "torch device for the readouts")
 
     def __post_init__(self) -> None:
@@ -113,11 +149,11 @@ class ReadoutConfig:
 def deep_runs(output_dir: Path) -> list[RunLayout]:
     """The layouts of the runs in ``output_dir`` whose exports carry training features."""
     runs = []
-    for config_file in sorted((output_dir / "logs").glob("*_config.json")):
-        saved = json.loads(config_file.read_text())
+    for record_file in sorted((output_dir / "logs").glob("*_run.json")):
+        saved = json.loads(record_file.read_text())
         files = saved.get("activation_files", [])
         if "eval_train" in saved.get("config", {}) and files:
-            name = config_file.name.removesuffix("_config.json")
+            name = record_file.name.removesuffix("_run.json")
             runs.append(RunLayout(output_dir, name, files[0].removesuffix("_before.pt")))
     return runs
 
@@ -127,6 +163,6 @@ def readout(config: ReadoutConfig) -> int:
     if not runs:
         raise LPLError(f"no deep runs in {config.output_dir}/logs; train one with lpl train-deep first")
     for layout in runs:
-        path = write_readouts(layout, config.epochs, config.device)
+        path = write_readouts(layout, config.epochs, config.device, config.grid)
         print(f"{layout.name}: {path}")
     return 0

@@ -7,8 +7,8 @@ No step waits for the host: a non-finite gradient makes the fused Adam step skip
 the device, and the count of skipped updates is read when the run logs (then the run stops with
 the last finite weights). Under ``torchrun`` every process trains on its share of each global
 batch; rank 0 writes the outputs, other ranks only their checkpoints (``<output-dir>/rank<k>``).
-The per-layer linear readouts are fitted afterwards from the exported features
-(``lpl.analysis.readout``), not inside the trainer.
+The trainer only trains and exports (pooled features, and the network before and after training as
+safetensors); the ``lpl train-deep`` command then fits the readouts (``lpl.analysis.readout``).
 """
 
 from __future__ import annotations
@@ -19,21 +19,19 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.distributed as dist
 
-from lpl.analysis.readout import write_readouts
 from lpl.config import TrainConfig, option, require, require_positive
-from lpl.convnet import VGG11_CHANNELS, VGG11_POOL_AFTER, ConvNet
+from lpl.convnet import NETWORKS, ConvNet, NetworkSpec, network_spec
 from lpl.data import load_splits
 from lpl.data.images import ImageSet, to_unit_float
 from lpl.data.pairs import PairStream
-from lpl.heads import ObjectiveName, build_model, byol_momentum
+from lpl.heads import HEADS, build_model, head_class, head_options, options_dict, per_block
 from lpl.io import atomic_torch_save
-from lpl.layout import RunLayout, save_export
-from lpl.objective import LPLObjective
+from lpl.layout import RunLayout, save_export, save_tensors
 from lpl.train.run import RunResult, Schedule, StateGroup, TrainingRun, check_output_dir
 
 # Warnings torch 2.11 prints while compiling the step that a user can do nothing about: fp32 matmuls stay
@@ -42,13 +40,34 @@ COMPILE_NOISE = ("TensorFloat32 tensor cores for float32 matrix multiplication a
                  r"`torch._prims_common.check` is deprecated")
 
 
+# Named settings for ``--preset`` (flags given beside it win). "paper" is the official protocol.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+}
+
+
 @dataclass
 class DeepConfig(TrainConfig):
-    """Official protocol by default: Adam 1e-3, wd 1.5e-6, batch 1024, 800 epochs, warm-up + cosine."""
+    """Official protocol by default: VGG-11, Adam 1e-3, wd 1.5e-6, batch 1024, 800 epochs, warm-up + cosine."""
 
-    objective: ObjectiveName = option("lpl", "per-layer objective: lpl, byol or simclr")
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = PRESETS
+    options_field: ClassVar[str] = "head"
+
+    preset: str | None = option(None, f"named settings ({', '.join(PRESETS)}); flags given beside it win")
+    objective: str = option("lpl", "per-layer objective: " + ", ".join(HEADS))
+    head: dict[str, Any] = option({}, "the objective's own settings (given as flags)", hidden=True)
     end_to_end: bool = option(False, "one head on the last block, backpropagated through all blocks "
                               "(default: a head on every block, each block's input detached)")
+    network: str = option("vgg11", "named network: " + ", ".join(NETWORKS))
+    channels: list[int] | None = option(None, "output channels of each conv block (default: the network's)")
+    kernel_sizes: list[int] | None = option(None, "kernel size of each conv block, or one for all (default: the "
+                                            "network's)")
+    pool_after: list[int] | None = option(None, "1-based blocks followed by 2x2 max-pooling (default: the network's)")
+    width: float = option(1.0, "multiply every block's channels by this")
+    bias: bool = option(True, "convolutions with biases (--no-bias: without, an option of the official code)")
+    loss_grid: list[int] = option([1], "the objective's input per block (one value for all): 1 = the block's "
+                                  "output pooled globally (paper), g = average-pooled to g x g positions, 0 = the "
+                                  "full feature map")
     epochs: int = option(800, "training epochs")
     steps: int | None = option(None, "training steps (default: epochs x steps per epoch)")
     batch_size: int = option(1024, "image pairs per step (global batch under torchrun)")
@@ -57,33 +76,37 @@ class DeepConfig(TrainConfig):
     weight_decay: float = option(1.5e-6, "Adam weight decay (not on biases)")
     warmup_epochs: float = option(10.0, "linear warm-up from 0, then cosine decay")
     final_lr: float = option(1e-6, "learning rate at the end of the cosine decay")
-    pred: float = option(LPLObjective.pred, "LPL predictive coefficient; 0 switches the term off")
-    hebb: float = option(LPLObjective.hebb, "LPL Hebbian coefficient; 0 switches the term off")
-    decorr: float = option(LPLObjective.decorr, "LPL decorrelation coefficient; 0 switches the term off")
-    stop_gradient: bool = option(True, "LPL: stop the gradient of the earlier view (paper); off = official code")
-    pooling: bool = option(True, "LPL: losses on pooled block outputs (--no-pooling: on full feature maps)")
     shuffle_positives: bool = option(False, "ablation: pair each view with another image's view")
-    temperature: float = option(0.2, "SimCLR: InfoNCE temperature")
-    momentum: float = option(0.99, "BYOL: initial target momentum, raised to 1 on a cosine schedule")
-    channels: list[int] = option(list(VGG11_CHANNELS), "output channels of each conv block")
-    pool_after: list[int] = option(list(VGG11_POOL_AFTER), "1-based blocks followed by 2x2 max-pooling")
     views: Literal["simclr", "temporal"] = option("simclr", "simclr augmentations (official) or temporal pairs")
     precision: Literal["bf16", "fp32"] = option("bf16", "autocast precision on CUDA (CPU always runs fp32)")
     compile: bool = option(True, "torch.compile the training step with CUDA graphs (CUDA only)")
-    evaluate: bool = option(True, "fit the per-layer linear readouts after training (lpl readout)")
+    evaluate: bool = option(True, "fit the readouts after training (lpl readout)")
     eval_train: int = option(50000, "training images whose features are exported for the readouts")
     eval_epochs: int = option(20, "epochs of each linear readout (Adam, batch 512, lr 1e-3)")
+    readout_grid: int = option(4, "the frontier's readout besides the paper's: every block's output average-"
+                               "pooled to at most g x g, alone and all concatenated; 0 = the paper's only")
     name: str = option("", "run name (default deep_<objective>, with _e2e for --end-to-end)")
+
+    @classmethod
+    def option_groups(cls) -> dict[str, type]:
+        """Each registered objective's settings (``LayerHead.Options``): their flags fill ``head``."""
+        return {name: head.Options for name, head in HEADS.items()}
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require_positive(self, "epochs", "lr", "steps", "log_every", "temperature")
+        require(self.preset is None or self.preset in PRESETS,
+                f"--preset {self.preset!r} is unknown; choose one of {', '.join(PRESETS)}")
+        require_positive(self, "epochs", "lr", "steps", "log_every")
         require(self.batch_size >= 2, "--batch-size must be at least 2 (the objectives need batch statistics)")
-        require(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}")
-        require(self.pooling or not self.end_to_end, "--no-pooling with --end-to-end is not supported")
-        require(bool(self.channels) and min(self.channels) > 0, "--channels needs positive sizes")
-        require(all(1 <= p <= len(self.channels) for p in self.pool_after),
-                "--pool-after names blocks 1..len(channels)")
+        head_options(self.objective, self.head)
+        blocks = len(self.spec(3).channels)
+        per_block(self.loss_grid, blocks)
+        require(self.readout_grid >= 0, f"--readout-grid must be >= 0, got {self.readout_grid}")
+
+    def spec(self, in_channels: int) -> NetworkSpec:
+        """The network this config trains, for images of ``in_channels`` channels."""
+        return network_spec(self.network, in_channels, self.channels, self.kernel_sizes, self.pool_after, self.width,
+                            self.bias)
 
     def run_name(self) -> str:
         return self.name or f"deep_{self.objective}" + ("_e2e" if self.end_to_end else "")
@@ -92,8 +115,35 @@ class DeepConfig(TrainConfig):
         root = Path(self.output_dir) / (f"rank{rank}" if rank else "")
         return RunLayout(root, self.run_name(), f"{self.run_name()}_activations")
 
-    def lpl(self) -> LPLObjective:
-        return LPLObjective(self.pred, self.hebb, self.decorr, "mean", stop_gradient=self.stop_gradient)
+    def describe(self, train: ImageSet, test: ImageSet) -> dict[str, Any]:
+        """The run record's description of network, objective and data (see ``lpl.layout``)."""
+        cls = head_class(self.objective)
+        spec = self.spec(train.shape[0])
+        return {
+            "writer": "lpl train-deep",
+            "network": {"kind": "conv", **spec.to_dict(), "name": self.network,
+                        "input": {"channels": train.shape[0], "size": list(train.shape[1:]),
+                                  "scaling": "uint8 pixels / 255, no normalisation"}},
+            "objective": {"name": self.objective, "summary": cls.summary,
+                          "training": "end-to-end" if self.end_to_end else "layer-local",
+                          "options": options_dict(head_options(self.objective, self.head)),
+                          "loss_grid": per_block(self.loss_grid, len(spec.channels)),
+                          "views": self.views, "shuffled_positives": self.shuffle_positives},
+            "terms": {k: {"meaning": t.meaning, "should": t.should} for k, t in cls.terms.items()},
+            "data": describe_data(self.dataset, train, test),
+            "exports": {"rows": min(self.num_export, len(test)), "train_rows": min(self.eval_train, len(train)),
+                        "features": "every block's output averaged over positions (float32; train rows float16)"},
+        }
+
+
+def describe_data(dataset: str, train: ImageSet, test: ImageSet) -> dict[str, Any]:
+    """Name (or resolved path), image shape, classes and sequences of a data set, for run records."""
+    path = Path(dataset).expanduser()
+    return {"dataset": dataset, "path": str(path.resolve()) if path.exists() else None,
+            "shape": list(train.shape), "classes": list(train.classes), "train_images": len(train),
+            "test_images": len(test),
+            "sequences": {split: int(data.sequence_ids().unique().numel()) if data.has_sequences else 0
+                          for split, data in (("train", train), ("test", test))}}
 
 
 def lr_at(config: DeepConfig, epoch: float, total_epochs: float) -> float:
@@ -140,9 +190,8 @@ class DeepTrainer:
         self.stream = PairStream(train, "auto" if config.views == "temporal" else "strong", config.seed + 1 + rank,
                                  device=device)
         torch.manual_seed(config.seed)
-        net = ConvNet(train.shape[0], tuple(config.channels), tuple(config.pool_after))
-        self.model = build_model(config.objective, net, not config.end_to_end, config.lpl(), config.pooling,
-                                 config.temperature)
+        net = ConvNet(config.spec(train.shape[0]))
+        self.model = build_model(config.objective, net, not config.end_to_end, config.head, config.loss_grid)
         # Module.to accepts memory_format at runtime (torch._C._nn._parse_to), but torch's stubs omit it
         self.model.to(device, memory_format=self.memory_format)  # type: ignore[call-overload]
         trained = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
@@ -219,7 +268,7 @@ class DeepTrainer:
         torch._amp_foreach_non_finite_check_and_unscale_(grads, found_inf, self._one)
         self.optimizer.found_inf = found_inf  # type: ignore[attr-defined]  # fused Adam skips the update
         self.optimizer.step()
-        self.model.update_target(byol_momentum(self.step_count, self.schedule.steps, self.config.momentum))
+        self.model.after_step(self.step_count, self.schedule.steps)
         self.skipped += found_inf
         self.step_count += 1
         self.last = (loss.detach(), terms)  # read before the next step (CUDA graphs reuse the memory)
@@ -256,7 +305,7 @@ class DeepTrainer:
 
 
 def train_deep(config: DeepConfig) -> RunResult:
-    """Train, export features before and after, then fit the per-layer readouts (``--evaluate``)."""
+    """Train; export pooled features and the network before and after training."""
     rank, world, device = join_process_group(config)
     check_output_dir(config.layout(rank), config.resume, config.overwrite)  # before the data are loaded
     train, test = load_splits(config.dataset, config.data_dir, config.download, image_size=config.image_size)
@@ -272,12 +321,13 @@ def train_deep(config: DeepConfig) -> RunResult:
         half = [f.half() for f in train_features]
         save_export(layout.activation_file(tag), test_features, test.labels[: config.num_export].clone(),
                     train={"layers": half, "labels": train.labels[: len(half[0])].clone()})
+        save_tensors(trainer.model.net.state_dict(), layout.network_file(tag))
         if tag == "after":
-            atomic_torch_save({"channels": config.channels, "pool_after": config.pool_after,
-                               "objective": config.objective, "state_dict": trainer.model.net.state_dict(),
+            atomic_torch_save({"objective": config.objective, "state_dict": trainer.model.net.state_dict(),
                                "heads": trainer.model.heads.state_dict()}, layout.weights_file)
 
-    with TrainingRun(config, layout, schedule, trainer, export, config.batch_size, writer=rank == 0) as run:
+    with TrainingRun(config, layout, schedule, trainer, export, config.batch_size, writer=rank == 0,
+                     describe=config.describe(train, test)) as run:
         for step in run.steps():
             trainer.step()
             if run.log_due(step):
@@ -288,6 +338,4 @@ def train_deep(config: DeepConfig) -> RunResult:
                     run.nonfinite(step, step, f"{skipped} update(s) skipped; {', '.join(bad) or 'gradients'}")
                     break
                 run.log(step, record)
-    if rank == 0 and config.evaluate and run.result.status != "interrupted":
-        write_readouts(layout, config.eval_epochs, device)
     return run.result

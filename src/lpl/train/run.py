@@ -31,8 +31,8 @@ from typing import Any, Protocol
 from tqdm.auto import tqdm
 
 from lpl.config import RUN_CONTROL
-from lpl.io import atomic_write_json, atomic_write_jsonl, run_metadata
-from lpl.layout import TAGS, RunLayout
+from lpl.io import atomic_write_jsonl, run_metadata
+from lpl.layout import TAGS, RunLayout, write_record
 from lpl.train.checkpoint import CheckpointFolder, CheckpointWriter
 from lpl.validation import LPLError
 
@@ -172,8 +172,10 @@ class TrainingRun:
     """Fault handling around a trainer's loop (see the module docstring)."""
 
     def __init__(self, config: Any, layout: RunLayout, schedule: Schedule, state: Stateful,
-                 export: Callable[[str], object], samples_per_step: int, *, writer: bool = True):
+                 export: Callable[[str], object], samples_per_step: int, *, writer: bool = True,
+                 describe: dict[str, Any] | None = None):
         self.config, self.layout, self.schedule = config, layout, schedule
+        self.describe = describe or {}  # the run record's description of network, objective, data and terms
         self.state, self.export, self.samples_per_step = state, export, samples_per_step
         self.write_outputs = writer  # False on the non-zero ranks of torchrun
         self.records: list[dict[str, Any]] = []
@@ -200,11 +202,10 @@ class TrainingRun:
         else:
             self.checkpoints.clear()
         if self.write_outputs:
-            atomic_write_json({"config": dataclasses.asdict(config), "schedule": dataclasses.asdict(self.schedule),
-                               "run": run_metadata(),
-                               "activation_files": [self.layout.activation_file(t).name for t in TAGS],
-                               "resumed_from": str(resumed_from) if resumed_from else None},
-                              self.layout.config_file)
+            write_record(self.layout, {
+                **self.describe, "config": dataclasses.asdict(config), "schedule": dataclasses.asdict(self.schedule),
+                "run": run_metadata(), "activation_files": [self.layout.activation_file(t).name for t in TAGS],
+                "resumed_from": str(resumed_from) if resumed_from else None})
         if resumed_from:
             tqdm.write(f"resuming '{self.layout.name}' from {resumed_from} at step {self.start}")
         else:
