@@ -10,6 +10,8 @@ from conftest import tiny_net
 from lpl.heads import (
     BYOLHead,
     BYOLOptions,
+    LPLHead,
+    LPLOptions,
     SimCLRHead,
     SimCLROptions,
     build_model,
@@ -139,3 +141,76 @@ def test_models_pickle_and_save_whole(objective):
     buffer = io.BytesIO()
     torch.save(model, buffer)
     assert torch.equal(copy(views)[0], model(views)[0])
+
+
+# ---------------------------------------------------------------- loss grids
+
+def _maps(channels: int = 6, side: int = 4, batch: int = 10) -> torch.Tensor:
+    maps = torch.rand(2 * batch, channels, side, side, generator=torch.Generator().manual_seed(3))
+    maps[batch:] = maps[:batch] + 0.1 * torch.rand(batch, channels, side, side, generator=torch.Generator())
+    return maps
+
+
+def _official_terms(z_prev: torch.Tensor, z_now: torch.Tensor, samples: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The official code's loss written out: MSE of the two views, -log variance per unit (mean over units),
+    squared off-diagonal covariance of ``samples`` (2, S, C) over (C^2 - C), both views averaged."""
+    def hebb(z):
+        return -torch.log(z.var(0) + 1e-4).mean()
+
+    def decorr(z):
+        zc = z - z.mean(0)
+        cov = (zc.T @ zc / (len(z) - 1)).fill_diagonal_(0)
+        return cov.square().sum() / (cov.shape[0] ** 2 - cov.shape[0])
+
+    return {"pred": F.mse_loss(z_now, z_prev), "hebb": (hebb(z_prev) + hebb(z_now)) / 2,
+            "decorr": (decorr(samples[0]) + decorr(samples[1])) / 2}
+
+
+@pytest.mark.parametrize("grid", [0, 4, 7])
+def test_lpl_on_a_grid_as_large_as_the_map_is_the_official_full_map_loss(grid):
+    maps = _maps(side=4)
+    _, terms = LPLHead(6, grid=grid)(maps)
+    z_prev, z_now = maps.flatten(1).chunk(2)
+    samples = maps.permute(0, 2, 3, 1).reshape(2, -1, 6)
+    for name, value in _official_terms(z_prev, z_now, samples).items():
+        assert terms[name].item() == pytest.approx(value.item(), rel=1e-5), name
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_lpl_on_grid_one_is_the_papers_loss_on_pooled_outputs(shared):
+    maps = _maps(side=4)
+    _, terms = LPLHead(6, LPLOptions(shared_variance=shared), grid=1)(maps)
+    pooled = maps.mean(dim=(2, 3))
+    for name, value in _official_terms(*pooled.chunk(2), pooled.view(2, -1, 6)).items():
+        assert terms[name].item() == pytest.approx(value.item(), rel=1e-5), name
+
+
+def test_lpl_on_a_2x2_grid_pools_cells_and_shares_variances_over_positions_when_asked():
+    maps = _maps(side=4)
+    cells = F.avg_pool2d(maps, 2)  # (2B, C, 2, 2): 2x2 cells of the 4x4 map
+    samples = cells.permute(0, 2, 3, 1).reshape(2, -1, 6)
+    _, per_position = LPLHead(6, grid=2)(maps)
+    expected = _official_terms(*cells.flatten(1).chunk(2), samples)
+    assert {k: round(v.item(), 5) for k, v in per_position.items()} == \
+        {k: round(v.item(), 5) for k, v in expected.items()}
+    _, shared = LPLHead(6, LPLOptions(shared_variance=True), grid=2)(maps)
+    variance = (-torch.log(samples[0].var(0) + 1e-4).mean() - torch.log(samples[1].var(0) + 1e-4).mean()) / 2
+    assert shared["hebb"].item() == pytest.approx(variance.item(), rel=1e-5)
+    assert shared["pred"] == per_position["pred"] and shared["decorr"] == per_position["decorr"]
+
+
+def test_info_nce_in_groups_is_the_mean_of_one_info_nce_per_group():
+    z = torch.randn(2 * 5 * 3, 8, generator=torch.Generator().manual_seed(0))  # 5 images x 3 positions per view
+    rows = torch.arange(15)
+    per_group = [info_nce_loss(torch.cat((z[:15][rows % 3 == g], z[15:][rows % 3 == g])), 0.3) for g in range(3)]
+    assert info_nce_loss(z, 0.3, groups=3).item() == pytest.approx(sum(per_group).item() / 3, rel=1e-5)
+
+
+@pytest.mark.parametrize("objective", ["byol", "simclr"])
+def test_byol_and_simclr_heads_take_the_same_loss_grids(objective):
+    torch.manual_seed(0)
+    model = build_model(objective, tiny_net(4, 6, pool_after=(1,)), True, loss_grid=[2, 0])
+    loss, terms = model(torch.rand(2 * 6, 1, 8, 8))
+    assert [head.grid for head in model.heads.values()] == [2, 0] and torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None for p in model.net.parameters())

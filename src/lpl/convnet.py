@@ -62,6 +62,11 @@ def network_spec(name: str, in_channels: int = 3, channels: Sequence[int] | None
         raise LPLError(f"unknown --network {name!r}; choose one of {', '.join(NETWORKS)}")
     base = NETWORKS[name]
     chosen = tuple(channels) if channels else base.channels
+    if not chosen or min(chosen) < 1:
+        raise LPLError(f"--channels needs positive sizes, got {list(chosen)}")
+    if len(chosen) != len(base.channels) and pool_after is None:
+        raise LPLError(f"--channels gives {len(chosen)} blocks, the {name} network has {len(base.channels)}: give "
+                       f"--pool-after for them too")
     if kernel_sizes:
         kernels = tuple(kernel_sizes) * (len(chosen) if len(kernel_sizes) == 1 else 1)
     else:
