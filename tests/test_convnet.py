@@ -32,7 +32,7 @@ def test_settings_replace_the_named_networks():
     assert net.blocks[0][0].kernel_size == (5, 5) and net.blocks[0][0].bias is None
     assert [m.shape[-1] for m in net(torch.rand(1, 1, 8, 8))] == [8, 4]
     assert network_spec("wide3").kernel_sizes == (5, 3, 3)
-    assert network_spec("wide3", channels=[8, 8, 8, 8], pool_after=[1]).kernel_sizes == (3, 3, 3, 3)  # 5x5 no longer fits
+    assert network_spec("wide3", channels=[8, 8, 8, 8], pool_after=[1]).kernel_sizes == (3, 3, 3, 3)  # other depth
 
 
 @pytest.mark.parametrize("kwargs, message", [
