@@ -118,6 +118,143 @@ def test_other_formats_and_modes(tmp_path):
         (0, rgb(0)), (0, rgb(5)), (0, rgb(255)), (1, rgb(10, 20, 30)), (1, rgb(40)), (1, rgb(45)), (1, rgb(50))]
 
 
+def mode_pixels(mode: str, uniform: bool) -> np.ndarray:
+    """Raw (4, 4[, bands]) values for an image of ``mode``: random, with each mode's edge cases in the first
+    row (16-bit: 128 -> 0 and 129 -> 1 around a rounding boundary), or one random value everywhere."""
+    rng = np.random.default_rng(len(mode))
+    bands = len(Image.new(mode, (1, 1)).getbands())
+    if mode == "1":
+        pixels = rng.integers(0, 2, (4, 4)).astype(bool)
+    elif mode.startswith("I"):
+        pixels = rng.integers(0, 65536, (4, 4)).astype(">u2" if mode == "I;16B" else "=i4" if mode == "I" else "<u2")
+        pixels[0] = [0, 128, 129, 65535]
+    elif mode == "F":
+        pixels = rng.random((4, 4)).astype(np.float32)
+        pixels[0] = [0, 1, 0.5, 1e-3]
+    else:
+        pixels = rng.integers(0, 8 if mode == "P" else 256, (4, 4, bands)).astype(np.uint8)
+        pixels = pixels[..., 0] if bands == 1 else pixels
+    return np.broadcast_to(pixels[:1, :1], pixels.shape).copy() if uniform else pixels
+
+
+def expected_pixels(mode: str, pixels: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """What an image of ``mode`` holding ``pixels`` must decode to (the rules of ``lpl.data.folder``), computed
+    here from the definitions: (4, 4) for grayscale modes, (4, 4, 3) for colour ones."""
+    x = pixels.astype(np.float64)
+    if mode == "1":
+        return x * 255
+    if mode in ("L", "LA"):
+        return x[..., 0] if mode == "LA" else x
+    if mode in ("P", "PA"):
+        return palette[pixels[..., 0] if mode == "PA" else pixels]
+    if mode == "CMYK":  # the usual formula without a colour profile
+        return np.rint((255 - x[..., :3]) * (255 - x[..., 3:]) / 255)
+    if mode == "YCbCr":  # JFIF (JPEG's YCbCr, full range)
+        y, cb, cr = x[..., 0], x[..., 1] - 128, x[..., 2] - 128
+        rgb = np.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], axis=-1)
+        return np.clip(np.rint(rgb), 0, 255)
+    if mode.startswith("I"):
+        return np.rint(x / 257)  # never a tie: 257 is odd
+    if mode == "F":
+        return np.rint(x * 255)
+    return x[..., :3]  # RGB, RGBA and RGBX: alpha and padding dropped
+
+
+# (mode written, file, save options, modes Pillow opens it as, tolerance). Tolerances: YCbCr is converted in
+# fixed point (at most one level from the exact formula, rounded); a uniform RGB JPEG at quality 100 keeps
+# every DCT coefficient but goes through 8-bit YCbCr, whose rounding (0.5 + 1.772 * 0.5 < 1.5 levels at most)
+# can move a value by one. Uniform images for JPEG: its blocks then hold only their mean, stored exactly.
+MODES = [
+    ("1", "png", {}, ("1",), 0), ("1", "tif", {}, ("1",), 0), ("1", "bmp", {}, ("1",), 0),
+    ("L", "png", {}, ("L",), 0), ("L", "bmp", {}, ("L",), 0), ("L", "jpg", {"quality": 100}, ("L",), 0),
+    ("P", "png", {}, ("P",), 0), ("P", "tif", {}, ("P",), 0), ("P", "bmp", {}, ("P",), 0),
+    ("P", "png", {"transparency": 3}, ("P",), 0),
+    ("P", "png", {"transparency": bytes(range(0, 256, 32))}, ("P",), 0),
+    ("PA", "tif", {}, ("PA",), 0), ("LA", "png", {}, ("LA",), 0), ("LA", "tif", {}, ("LA",), 0),
+    ("RGB", "webp", {"lossless": True}, ("RGB",), 0), ("RGB", "jpg", {"quality": 100}, ("RGB",), 1),
+    ("RGBA", "png", {}, ("RGBA",), 0), ("RGBA", "tif", {}, ("RGBA",), 0),
+    ("RGBA", "webp", {"lossless": True, "exact": True}, ("RGBA",), 0),
+    ("RGBX", "tif", {}, ("RGB",), 0), ("RGBX", "webp", {"lossless": True}, ("RGB",), 0),
+    ("CMYK", "tif", {}, ("CMYK",), 0), ("CMYK", "jpg", {"quality": 100}, ("CMYK",), 0),
+    ("YCbCr", "tif", {}, ("YCbCr",), 1),
+    ("I;16", "png", {}, ("I;16", "I"), 0), ("I;16B", "png", {}, ("I;16", "I"), 0),  # older Pillow says I
+    ("I;16", "tif", {}, ("I;16",), 0), ("I;16B", "tif", {}, ("I;16B",), 0), ("I;16L", "tif", {}, ("I;16",), 0),
+    ("I", "tif", {}, ("I",), 0), ("F", "tif", {}, ("F",), 0),
+]
+
+
+@pytest.mark.parametrize("mode, ext, options, opened, tolerance", MODES,
+                         ids=[f"{m[0]}-{m[1]}-{i}" for i, m in enumerate(MODES)])
+def test_every_image_mode_decodes_to_its_values(mode, ext, options, opened, tolerance, tmp_path):
+    pixels = mode_pixels(mode, uniform=ext == "jpg")
+    palette = np.random.default_rng(1).integers(0, 256, (256, 3))
+    if mode == "1":
+        image = Image.fromarray(pixels)
+    else:
+        image = Image.frombytes(mode, (4, 4), pixels.tobytes())
+        if mode in ("P", "PA"):
+            image.putpalette(palette.astype(np.uint8).tobytes())
+    path = tmp_path / f"image.{ext}"
+    image.save(path, **options)
+    with Image.open(path) as reopened:
+        assert reopened.mode in opened
+    decoded = image_folder.decode_image(path)
+    expected = expected_pixels(mode, pixels, palette)
+    assert decoded.dtype == np.uint8 and decoded.shape == expected.shape
+    assert np.abs(decoded.astype(np.int64) - expected).max() <= tolerance
+
+
+def test_bit_depths_mixed_in_one_set_agree(tmp_path):
+    root = tmp_path / "data"
+    values = np.arange(0, 256, 17, dtype=np.uint8).reshape(4, 4)  # 0, 17, ..., 255
+    wide = values.astype(np.int64) * 257  # the 16-bit value of each; +-128 still rounds back to it
+    files = {"eight.png": Image.fromarray(values),
+             "sixteen.png": Image.frombytes("I;16", (4, 4), wide.astype("<u2").tobytes()),
+             "sixteen.tif": Image.frombytes("I;16B", (4, 4), (wide + 128).clip(0, 65535).astype(">u2").tobytes()),
+             "thirty-two.tif": Image.frombytes("I", (4, 4), (wide - 128).clip(0).astype("=i4").tobytes()),
+             "float.tif": Image.frombytes("F", (4, 4), (values.astype("=f4") / 255).tobytes()),
+             "alpha.png": Image.fromarray(np.stack([values, 255 - values], axis=-1), "LA")}
+    for split in ("train", "test"):
+        (root / split / "a").mkdir(parents=True)
+        for name, image in files.items():
+            image.save(root / split / "a" / name)
+    train, test = load_splits(str(root))
+    assert train.images.shape == (6, 1, 4, 4)  # every one grayscale
+    assert all(torch.equal(image[0], torch.from_numpy(values)) for image in [*train.images, *test.images])
+    Image.fromarray(np.stack([values] * 3, axis=-1)).save(root / "test" / "a" / "colour.png")
+    train, test = load_splits(str(root))
+    assert train.images.shape == (6, 3, 4, 4) and test.images.shape == (7, 3, 4, 4)
+    assert all(torch.equal(image, torch.from_numpy(values).expand(3, 4, 4)) for image in [*train.images, *test.images])
+
+
+def premultiplied_gray(path: Path) -> None:
+    """A TIFF of mode La (grey with premultiplied alpha), which Pillow opens but cannot write or convert."""
+    Image.new("LA", (4, 4), (100, 200)).save(path)
+    data = path.read_bytes()
+    extra = (338).to_bytes(2, "little") + (3).to_bytes(2, "little") + (1).to_bytes(4, "little")
+    assert data.count(extra + b"\x02\0") == 1  # ExtraSamples = 2 (unassociated alpha) -> 1 (premultiplied)
+    path.write_bytes(data.replace(extra + b"\x02\0", extra + b"\x01\0"))
+
+
+@pytest.mark.parametrize("write, message", [
+    (lambda p: Image.new("LAB", (4, 4), (50, 0, 0)).save(p), "is a CIELAB image.*convert it to sRGB"),
+    (lambda p: Image.frombytes("I", (4, 4), np.full(16, -1, "=i4").tobytes()).save(p),
+     r"holds integers in \[-1, -1\], outside the 16-bit range 0..65535.*rescale it"),
+    (lambda p: Image.frombytes("I", (4, 4), np.full(16, 70000, "=i4").tobytes()).save(p),
+     r"holds integers in \[70000, 70000\]"),
+    (lambda p: Image.frombytes("F", (4, 4), np.full(16, 2.5, "=f4").tobytes()).save(p),
+     r"holds floats in \[2.5, 2.5\]; lpl reads float images on \[0, 1\]: rescale it"),
+    (lambda p: Image.frombytes("F", (4, 4), np.full(16, np.nan, "=f4").tobytes()).save(p), r"holds floats in \[nan"),
+    (premultiplied_gray, "has image mode La, which lpl cannot convert to grayscale or RGB; save it as"),
+    (lambda p: Image.new("L", (4, 4)).save(p, save_all=True, append_images=[Image.new("L", (4, 4), 9)]),
+     "holds 2 frames .*save each frame as its own file in a sequence folder"),
+], ids=["lab", "negative", "over-16-bit", "float-range", "float-nan", "premultiplied", "stack"])
+def test_images_lpl_cannot_read_faithfully_are_refused(write, message, tmp_path):
+    write(tmp_path / "image.tif")
+    with pytest.raises(LPLError, match=message):
+        image_folder.decode_image(tmp_path / "image.tif")
+
+
 def test_hidden_files_are_skipped(tmp_path):
     root = make_folder(tmp_path / "data")
     (root / "train" / "cat" / ".DS_Store").write_bytes(b"\0junk")

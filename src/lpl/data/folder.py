@@ -12,8 +12,21 @@ A class folder holds either images or sequence folders, not both; different clas
 Entries of the root other than ``train/`` and ``test/`` (a README, a licence) are ignored.
 Hidden entries (names starting with ``.``, such as ``.DS_Store``) are skipped; any other file
 must be an image (``IMAGE_EXTENSIONS``), else loading stops with an error naming it. Images are
-decoded with Pillow to uint8: one channel when every image of both splits is grayscale (mode
-``L`` or ``1``), RGB otherwise (alpha dropped). All images must have one size unless
+decoded with Pillow to uint8, by mode:
+
+- grayscale: ``1`` (0 or 255), ``L``, ``LA`` (alpha dropped); 16-bit ``I;16``, ``I;16B``,
+  ``I;16L`` and ``I`` (older Pillow opens 16-bit PNGs as ``I``; 32-bit integers outside
+  0..65535 are refused) as value / 257, rounded, so 257 * k gives k as in an 8-bit file (12-bit
+  data in 16-bit files come out dark: stretch them to 0..65535); ``F`` (float) on [0, 1] as
+  value * 255, rounded (other values are refused);
+- RGB: ``RGB``, ``RGBA`` and ``RGBX`` (alpha and padding dropped), ``P`` and ``PA`` (the palette
+  colours, transparency dropped), ``CMYK`` and ``YCbCr`` (Pillow's conversions, without colour
+  profiles); 16-bit colour files come from Pillow as their high byte (value >> 8, at most one
+  level from value / 257). ``LAB`` images and files of several frames (animations, image stacks)
+  are refused.
+
+A split is one channel when every image of both splits is grayscale, else RGB (grayscale images
+repeated in three channels), so mixed modes and bit depths agree. All images must have one size unless
 ``image_size`` resizes every one to ``image_size`` x ``image_size`` (bilinear, antialiased).
 
 The decoded splits are cached in ``cache_dir()/image-folders``, keyed by the folder's absolute
@@ -39,7 +52,7 @@ from lpl.data.images import ImageSet
 from lpl.io import atomic_torch_save, cache_dir
 from lpl.validation import LPLError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 SPLITS = ("train", "test")
 CACHE_VERSION = 1
 _CHUNK = 256  # images per decoding task
@@ -128,14 +141,56 @@ def list_image_folder(root: Path) -> tuple[list[str], dict[str, SplitListing]]:
     return classes["train"], {split: _list_split(root, split, classes["train"]) for split in SPLITS}
 
 
+def _from_16_bit(values: np.ndarray, path: Path) -> np.ndarray:
+    """16-bit values (0..65535) to uint8, value / 257 rounded: 257 * k -> k, as 8-bit files hold them."""
+    if values.min(initial=0) < 0 or values.max(initial=0) > 65535:
+        raise LPLError(f"{path} holds integers in [{values.min()}, {values.max()}], outside the 16-bit range "
+                       f"0..65535 that lpl reads integer images on; rescale it and save it as a 16-bit PNG")
+    return ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
+def _from_unit_float(values: np.ndarray, path: Path) -> np.ndarray:
+    """Floats in [0, 1] to uint8, value * 255 rounded."""
+    if not np.isfinite(values).all() or values.min(initial=0) < 0 or values.max(initial=0) > 1:
+        raise LPLError(f"{path} holds floats in [{values.min()}, {values.max()}]; lpl reads float images on "
+                       f"[0, 1]: rescale it to [0, 1] (or save it as a 16-bit PNG)")
+    return np.rint(values.astype(np.float64) * 255).astype(np.uint8)
+
+
+def _eight_bit(image: Image.Image, path: Path) -> Image.Image:
+    """``image`` as uint8 grayscale (``L``) or ``RGB``, whatever its mode (see the module docstring)."""
+    mode = image.mode
+    if mode in ("L", "RGB"):
+        return image
+    if mode in ("1", "LA"):
+        return image.convert("L")
+    if mode.startswith("I"):  # I;16, I;16B, I;16L, I;16N, and I (16-bit PNGs open as I with older Pillow)
+        return Image.fromarray(_from_16_bit(np.asarray(image), path))
+    if mode == "F":
+        return Image.fromarray(_from_unit_float(np.asarray(image), path))
+    if mode in ("P", "PA"):
+        return image.convert("RGBA").convert("RGB")  # via RGBA: the palette colours, transparency dropped
+    if mode == "LAB":
+        raise LPLError(f"{path} is a CIELAB image, whose RGB values depend on colour management; convert it "
+                       f"to sRGB (e.g. with PIL.ImageCms) and save it as PNG")
+    try:
+        return image.convert("RGB")  # RGBA, RGBX, RGBa, CMYK, YCbCr, HSV
+    except ValueError:
+        raise LPLError(f"{path} has image mode {mode}, which lpl cannot convert to grayscale or RGB; save it "
+                       f"as an 8- or 16-bit grayscale or RGB PNG") from None
+
+
 def decode_image(path: Path, image_size: int | None = None) -> np.ndarray:
     """One image as uint8 (H, W) when grayscale or (H, W, 3), resized to a square if asked."""
-    image: Image.Image  # an ImageFile when opened, a plain Image once converted or resized
     try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode not in ("L", "RGB"):
-                image = image.convert("L" if image.mode == "1" else "RGB")
+        with Image.open(path) as opened:
+            frames = getattr(opened, "n_frames", 1)
+            if frames > 1:
+                raise LPLError(f"{path} holds {frames} frames (an animation or image stack) and lpl reads one "
+                               f"image a file; save each frame as its own file in a sequence folder "
+                               f"<split>/<class>/<sequence>/<frame>")
+            opened.load()
+            image = _eight_bit(opened, path)
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
         raise LPLError(f"{path} could not be read as an image ({type(exc).__name__}: {exc}); "
                        f"replace or remove it") from None
