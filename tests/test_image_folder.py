@@ -323,6 +323,31 @@ def test_equal_length_sequences_are_fixed_frames(tmp_path):
     assert train.pair_starts().tolist() == [0, 1, 3, 4, 6, 7]
 
 
+def test_names_are_ordered_as_read_numbers_by_value():
+    names = ["frame_10", "x", "frame_2", "az022", "a1b", "az000", "a1", "10", "a01", "9", "frame_1"]
+    assert sorted(names, key=image_folder.natural_key) == [
+        "9", "10", "a01", "a1", "a1b", "az000", "az022", "frame_1", "frame_2", "frame_10", "x"]
+
+
+def test_frames_sequences_and_classes_come_in_reading_order(tmp_path):
+    root = tmp_path / "videos"
+    for split in ("train", "test"):
+        for c, name in enumerate(["c2", "c10"]):
+            for s in (9, 10):
+                for t in range(12):  # frame_0 ... frame_11, not zero-padded
+                    save(root / split / name / f"clip_{s}" / f"frame_{t}.png", solid(100 * c + 50 * (s - 9) + t))
+    _, listings = image_folder.list_image_folder(root)
+    assert listings["train"].paths[:3] == [f"train/c2/clip_9/frame_{t}.png" for t in range(3)]
+    assert listings["train"].paths[10:13] == [
+        "train/c2/clip_9/frame_10.png", "train/c2/clip_9/frame_11.png", "train/c2/clip_10/frame_0.png"]
+    train = load_dataset(str(root), True)
+    assert train.classes == ("c2", "c10") and train.frames == 12
+    codes = train.images[:, 0, 0, 0].long()
+    assert torch.equal(train.labels, codes // 100)
+    starts = train.pair_starts()
+    assert len(starts) == 4 * 11 and torch.equal(codes[starts + 1], codes[starts] + 1)  # frame t, then t + 1
+
+
 def test_classes_of_stills_and_of_sequences_may_be_mixed(tmp_path):
     root = tmp_path / "mixed"
     codes = write_sequences(root, {"a": [2, 3]})

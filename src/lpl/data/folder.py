@@ -1,12 +1,14 @@
 """Image folders: ``<root>/train/<class>/...`` and ``<root>/test/<class>/...``, decoded once.
 
-Layout, per split (both splits need the same class folders; labels follow their sorted names;
+Layout, per split (both splits need the same class folders; labels follow their names in order;
 the images of a split come in a fixed random order of whole sequences, see ``interleaved_order``):
 
 - ``<split>/<class>/<image>``: still images, each its own one-image sequence;
-- ``<split>/<class>/<sequence>/<frame>``: frames of one sequence (a video clip), in file-name
-  order (zero-pad frame numbers: ``9.png`` sorts after ``10.png``); consecutive frames form the
-  temporal pairs. Sequences may have different lengths.
+- ``<split>/<class>/<sequence>/<frame>``: frames of one sequence (a video clip), in name order;
+  consecutive frames form the temporal pairs. Sequences may have different lengths.
+
+Names are ordered as a person reads them (``natural_key``): numbers in names compare by value,
+zero-padded or not (``frame_2`` before ``frame_10``), the same for classes, sequences and images.
 
 A class folder holds either images or sequence folders, not both; different classes may differ.
 Entries of the root other than ``train/`` and ``test/`` (a README, a licence) are ignored.
@@ -54,8 +56,9 @@ from lpl.validation import LPLError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 SPLITS = ("train", "test")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: natural_key order
 _CHUNK = 256  # images per decoding task
+_DIGITS = re.compile(r"([0-9]+)")
 
 
 @dataclass
@@ -69,10 +72,17 @@ class SplitListing:
     sequence_folders: int = 0  # how many sequences came from sequence folders
 
 
+def natural_key(name: str) -> tuple[tuple[str | int, ...], str]:
+    """Sort key that orders names as a person reads them: digit runs compare as numbers (``frame_2``
+    before ``frame_10``, ``az000`` before ``az022``), ties (``a1``, ``a01``) go by the plain name."""
+    parts = _DIGITS.split(name)  # text at even positions, digit runs at odd ones
+    return tuple(int(part) if i % 2 else part for i, part in enumerate(parts)), name
+
+
 def _entries(folder: Path) -> list[os.DirEntry]:
-    """Visible entries of ``folder``, sorted by name."""
+    """Visible entries of ``folder``, in ``natural_key`` order."""
     with os.scandir(folder) as it:
-        return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+        return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: natural_key(e.name))
 
 
 def _add_images(files: list[os.DirEntry], prefix: str, label: int, ids: list[int], out: SplitListing) -> None:
