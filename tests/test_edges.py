@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 import lpl.analysis.commands
 import lpl.demo
@@ -286,3 +287,50 @@ def test_multi_layer_diagnostics_fit_in_120_columns(tmp_path, monkeypatch, capsy
     assert status == 0, err
     assert "layer 2:" in out
     assert max(map(len, out.splitlines())) <= 120, out
+
+
+# ---------------------------------------------------------------------------------------- data sets
+DEEP = ["--channels", "4", "8", "--pool-after", "1", "--no-progress"]
+
+
+def image(path: Path, mode: str = "L", value: int | tuple = 7) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, (4, 4), value).save(path)
+
+
+def misplaced_layouts(tmp: Path) -> None:
+    """A photo, a folder of photos, a folder without test/, a split passed for its data set, sequence folders
+    without classes, and a good layout holding one LAB image."""
+    image(tmp / "photo.jpg")
+    image(tmp / "photos" / "a.png")
+    image(tmp / "no-test" / "train" / "cat" / "a.png")
+    image(tmp / "data" / "train" / "cat" / "a.png")
+    image(tmp / "data" / "test" / "cat" / "a.png")
+    for split, first in (("train", 0), ("test", 10)):
+        for s in range(first, first + 3):
+            image(tmp / "clips" / split / f"seq_{s:03d}" / "frame_0.png")
+    image(tmp / "lab" / "train" / "cat" / "a.png")
+    image(tmp / "lab" / "test" / "cat" / "a.tif", "LAB", (50, 0, 0))
+
+
+@pytest.mark.parametrize("command", [["train", "--dims", "16", "8"], ["train-deep", *DEEP]], ids=["dense", "deep"])
+@pytest.mark.parametrize("dataset, fragment", [
+    ("{tmp}/photo.jpg", "data set {tmp}/photo.jpg is a file, not a folder; pass a folder with train/<class>/ and "
+                        "test/<class>/ of images, a .pt file or one of cifar10, shapes, digits"),
+    ("{tmp}/photos", "image folder {tmp}/photos has no train/ or test/ folder; put images in {tmp}/photos/train/"),
+    ("{tmp}/no-test", "image folder {tmp}/no-test has no test/ folder"),
+    ("{tmp}/data/train", "has no train/ or test/ folder; it looks like a split itself: pass the folder above it, "
+                         "{tmp}/data"),
+    ("{tmp}/clips", "{tmp}/clips lacks the class level: train/ and test/ hold different folders of images "
+                    "(train/seq_000, test/seq_010, ...), as sequence folders would be; put them in class folders, "
+                    "<split>/<class>/<sequence>/<frame>"),
+    ("{tmp}/lab", "{tmp}/lab/test/cat/a.tif is a CIELAB image"),
+], ids=["file", "no-splits", "no-test", "split", "no-classes", "lab"])
+def test_data_sets_in_the_wrong_shape_say_what_is_wrong(command, dataset, fragment, tmp_path, capsys):
+    misplaced_layouts(tmp_path)
+    before = files(tmp_path)
+    status, _, err = run([*command, "--dataset", dataset.format(tmp=tmp_path), "--steps", "1",
+                          "--output-dir", str(tmp_path / "out")], capsys)
+    assert status == 2
+    assert fragment.format(tmp=tmp_path) in error_line(err, command[0])
+    assert files(tmp_path) == before  # nothing written, nothing changed

@@ -437,6 +437,20 @@ def test_layout_and_decoding_errors(tmp_path, break_it, message):
         load_splits(str(root))
 
 
+@pytest.mark.parametrize("train, test, message", [
+    (["0", "1", "2"], ["0", "1"], r"test/ lacks \['2'\]"),  # digits as classes, one missing
+    (["seq_000", "seq_001", "seq_002"], ["seq_000", "seq_001"], r"lacks the class level: .*\(train/seq_002, \.\.\.\)"),
+    (["apple1_az0", "car2_az0"], ["apple3_az0"], r"lacks the class level: .*\(train/apple1_az0, test/apple3_az0, "),
+    (["cat/clip1", "dog/clip1"], ["cat/clip2"], r"test/ lacks \['dog'\]"),  # classes of sequences, one missing
+], ids=["digit-classes", "numbered-sequences", "object-sequences", "classes-of-sequences"])
+def test_missing_class_level_is_told_from_a_missing_class(tmp_path, train, test, message):
+    for split, folders in (("train", train), ("test", test)):
+        for name in folders:
+            save(tmp_path / split / name / "0.png", solid(1))
+    with pytest.raises(LPLError, match=message):
+        load_splits(str(tmp_path))
+
+
 def test_sequence_folder_errors(tmp_path):
     root = tmp_path / "videos"
     write_sequences(root, {"a": [2]})
@@ -450,6 +464,9 @@ def test_sequence_folder_errors(tmp_path):
 
 def test_missing_train_folder_and_missing_path(tmp_path):
     (tmp_path / "empty").mkdir()
+    with pytest.raises(LPLError, match="has no train/ or test/ folder"):
+        load_dataset(str(tmp_path / "empty"), True)
+    (tmp_path / "empty" / "test").mkdir()
     with pytest.raises(LPLError, match="has no train/ folder"):
         load_dataset(str(tmp_path / "empty"), True)
     with pytest.raises(LPLError, match="does not exist"):

@@ -75,6 +75,9 @@ def load_dataset(name: str, train: bool, data_dir: str | None = None, download: 
         return load_digits_set(train)
     if name.endswith(".pt"):
         return load_file_set(Path(name), train)
+    if Path(name).expanduser().exists():
+        raise LPLError(f"data set {name} is a file, not a folder; pass a folder with train/<class>/ and "
+                       f"test/<class>/ of images, a .pt file or one of cifar10, shapes, digits")
     if os.sep in name or "/" in name:
         raise LPLError(f"data folder {name} does not exist; check the path (it needs train/<class>/ and "
                        f"test/<class>/ folders of images)")

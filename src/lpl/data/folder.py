@@ -127,14 +127,26 @@ def _list_split(root: Path, split: str, classes: list[str]) -> SplitListing:
     return out
 
 
+def _sequences_as_classes(root: Path, classes: dict[str, list[str]]) -> bool:
+    """Whether the differing class folders of the splits look like sequence folders put where classes belong:
+    they hold only files and either share no name or are named alike but for numbers (``seq_000``, ...)."""
+    templates = {_DIGITS.sub("#", name) for name in [*classes["train"], *classes["test"]]}
+    numbered = len(templates) == 1 and any(c.isalpha() for c in min(templates))  # not "0".."9": digit classes
+    if not numbered and set(classes["train"]) & set(classes["test"]):
+        return False
+    return not any(e.is_dir() for split in SPLITS for name in classes[split] for e in _entries(root / split / name))
+
+
 def list_image_folder(root: Path) -> tuple[list[str], dict[str, SplitListing]]:
     """Class names and the listing of both splits; raises ``LPLError`` for a malformed layout."""
+    missing = [f"{split}/" for split in SPLITS if not (root / split).is_dir()]
+    if missing:
+        fix = (f"it looks like a split itself: pass the folder above it, {root.parent}" if root.name in SPLITS
+               else f"put images in {root / 'train'}/<class>/ and {root / 'test'}/<class>/")
+        raise LPLError(f"image folder {root} has no {' or '.join(missing)} folder; {fix}")
     classes: dict[str, list[str]] = {}
     for split in SPLITS:
         folder = root / split
-        if not folder.is_dir():
-            raise LPLError(f"image folder {root} has no {split}/ folder; put images in "
-                           f"{root / 'train'}/<class>/ and {root / 'test'}/<class>/")
         entries = _entries(folder)
         stray = next((e for e in entries if not e.is_dir()), None)
         if stray is not None:
@@ -144,6 +156,12 @@ def list_image_folder(root: Path) -> tuple[list[str], dict[str, SplitListing]]:
         classes[split] = [e.name for e in entries]
     if classes["train"] != classes["test"]:
         train, test = set(classes["train"]), set(classes["test"])
+        if _sequences_as_classes(root, classes):
+            examples = [f"{split}/{next(n for n in classes[split] if n not in other)}"
+                        for split, other in (("train", test), ("test", train)) if set(classes[split]) - other]
+            raise LPLError(f"{root} lacks the class level: train/ and test/ hold different folders of images "
+                           f"({', '.join(examples)}, ...), as sequence folders would be; put them in class "
+                           f"folders, <split>/<class>/<sequence>/<frame>, the same classes in train/ and test/")
         problems = [f"{split}/ lacks {sorted(other - own)}" for split, own, other in
                     (("test", test, train), ("train", train, test)) if other - own]
         raise LPLError(f"class folders of {root} differ between train/ and test/ ({'; '.join(problems)}); "
