@@ -334,3 +334,25 @@ def test_data_sets_in_the_wrong_shape_say_what_is_wrong(command, dataset, fragme
     assert status == 2
     assert fragment.format(tmp=tmp_path) in error_line(err, command[0])
     assert files(tmp_path) == before  # nothing written, nothing changed
+
+
+def test_a_corrupt_image_cache_is_rebuilt_with_one_warning_and_never_used(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LPL_CACHE_DIR", str(tmp_path / "cache"))
+    for split in ("train", "test"):
+        for k in range(8):
+            image(tmp_path / "data" / split / ("ab"[k % 2]) / f"{k}.png", value=20 * k + (split == "test"))
+    argv = ["train", "--dataset", str(tmp_path / "data"), "--dims", "16", "8", "--steps", "2", "--batch-size", "4",
+            "--no-progress", "--output-dir"]
+    assert run([*argv, str(tmp_path / "first")], capsys)[0] == 0
+    (cache,) = (tmp_path / "cache" / "image-folders").glob("*-test.pt")
+    data = bytearray(cache.read_bytes())
+    data[data.find(torch.load(cache, weights_only=True)["images"].numpy().tobytes()) + 3] ^= 0xFF  # one pixel
+    cache.write_bytes(bytes(data))
+    with pytest.warns(UserWarning) as caught:
+        status, _, err = run([*argv, str(tmp_path / "second")], capsys)
+    assert status == 0, err
+    assert [str(w.message) for w in caught] == [
+        f"the decoded-image cache {cache} was corrupt; decoding {tmp_path / 'data'} again and rebuilding it"]
+    (first,) = (tmp_path / "first" / "activations").glob("*_after.pt")
+    second = torch.load(tmp_path / "second" / "activations" / first.name, weights_only=True)
+    assert torch.equal(second["activations"], torch.load(first, weights_only=True)["activations"])  # the same data

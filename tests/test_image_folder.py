@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -500,12 +501,33 @@ def test_cache_is_reused_then_invalidated_by_a_changed_file(tmp_path, cache, mon
     assert len(list(cache.glob("*.pt"))) == 2  # the stale pair was removed
 
 
-def test_corrupt_cache_is_rebuilt(tmp_path, cache):
+def flip_a_pixel(path: Path) -> None:
+    """Change one byte of the images stored in a cache file, as a bad sector would: torch still loads it."""
+    stored = torch.load(path, weights_only=True)["images"]
+    data = bytearray(path.read_bytes())
+    at = data.find(stored.numpy().tobytes())
+    assert at > 0 and data.find(stored.numpy().tobytes(), at + 1) == -1
+    data[at + 5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert not torch.equal(torch.load(path, weights_only=True)["images"], stored)
+
+
+@pytest.mark.parametrize("corrupt", [lambda path: path.write_bytes(b"garbage"), flip_a_pixel],
+                         ids=["unreadable", "one-byte"])
+def test_corrupt_cache_is_caught_and_rebuilt(tmp_path, cache, corrupt, monkeypatch):
     root = make_folder(tmp_path / "data")
     train, _ = load_splits(str(root))
-    for path in cache.glob("*-train.pt"):
-        path.write_bytes(b"garbage")
-    assert torch.equal(load_dataset(str(root), True).images, train.images)
+    (path,) = cache.glob("*-train.pt")
+    corrupt(path)
+    with pytest.warns(UserWarning) as caught:
+        again = load_dataset(str(root), True)
+    assert [str(w.message) for w in caught] == [
+        f"the decoded-image cache {path} was corrupt; decoding {root} again and rebuilding it"]
+    assert torch.equal(again.images, train.images)
+    monkeypatch.setattr(image_folder, "decode_image", None)  # rebuilt: read from the cache, silently
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(load_dataset(str(root), True).images, train.images)
 
 
 def test_image_size_resizes_every_image(tmp_path):

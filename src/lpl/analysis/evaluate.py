@@ -14,14 +14,15 @@ from torch import Tensor
 from lpl.analysis import metrics
 from lpl.analysis.probes import probe_scores
 from lpl.data import load_dataset
-from lpl.data.images import ImageSet
+from lpl.data.images import ImageSet, tensor_digest
 from lpl.io import atomic_write_json, cache_dir, load_torch
 from lpl.layout import before_after, run_config, run_stem
 from lpl.validation import LPLError
 
 REPRESENTATION_KEYS = ("activations", "embeddings")
-# Part of every baseline cache key: bump it when a baseline's figures change meaning or method.
-BASELINE_CACHE_VERSION = 2
+# Part of every baseline cache key: bump it when a baseline's figures change meaning or method (3: keyed by
+# a hash of all inputs instead of a sample).
+BASELINE_CACHE_VERSION = 3
 
 
 @dataclass
@@ -115,21 +116,13 @@ def baselines(inputs: ImageSet, width: int, probes: bool = True) -> list[Evaluat
 
 
 def baseline_cache_file(config: dict[str, Any], inputs: ImageSet, width: int, probes: bool) -> Path:
-    """Where the baselines of these inputs live on disk: keyed by data set, size, width and a content hash.
-
-    The hash covers all labels and every ``len // 64``-th image besides the first 64, so a changed
-    data set of the same name and size never reuses a stale entry.
-    """
-    content = hashlib.sha256(inputs.labels.numpy().tobytes())
-    for images in (inputs.images[:64], inputs.images[:: max(1, len(inputs) // 64)]):
-        content.update(images.contiguous().numpy().tobytes())
-    dataset, data_dir = str(config["dataset"]), config.get("data_dir")
-    key = {"version": BASELINE_CACHE_VERSION, "samples": len(inputs), "width": width, "probes": probes,
-           "frames": inputs.frames, "shape": list(inputs.images.shape), "content": content.hexdigest(),
-           "dataset": str(Path(dataset).resolve()) if dataset.endswith(".pt") else dataset,
-           "data_dir": str(Path(data_dir).resolve()) if data_dir else None}
+    """Where the baselines of these inputs live on disk: keyed by what they are computed from, a hash of
+    every input image and label (``tensor_digest``), ``frames``, ``width`` and ``probes``, so inputs that
+    change in any pixel (a rebuilt image cache, an edited data set) never reuse a stale entry."""
+    key = {"version": BASELINE_CACHE_VERSION, "width": width, "probes": probes, "frames": inputs.frames,
+           "content": tensor_digest(inputs.labels, inputs.images)}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
-    return cache_dir() / "baselines" / f"{Path(dataset).stem}-{len(inputs)}-{width}-{digest}.json"
+    return cache_dir() / "baselines" / f"{Path(str(config['dataset'])).stem}-{len(inputs)}-{width}-{digest}.json"
 
 
 def cached_baselines(config: dict[str, Any], inputs: ImageSet, width: int, probes: bool = True) -> list[Evaluation]:

@@ -33,7 +33,8 @@ repeated in three channels), so mixed modes and bit depths agree. All images mus
 
 The decoded splits are cached in ``cache_dir()/image-folders``, keyed by the folder's absolute
 path, ``image_size`` and every file's relative path, size and modification time; any change to
-the folder decodes it again.
+the folder decodes it again. Each cached split carries a SHA-256 of its images, checked on every
+load: a cache that fails it is decoded again and rewritten, with a warning.
 """
 
 from __future__ import annotations
@@ -50,13 +51,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lpl.data.images import ImageSet
+from lpl.data.images import ImageSet, tensor_digest
 from lpl.io import atomic_torch_save, cache_dir
 from lpl.validation import LPLError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 SPLITS = ("train", "test")
-CACHE_VERSION = 2  # 2: natural_key order
+CACHE_VERSION = 3  # 2: natural_key order; 3: a checksum with the images
 _CHUNK = 256  # images per decoding task
 _DIGITS = re.compile(r"([0-9]+)")
 
@@ -305,20 +306,23 @@ def _image_set(images: torch.Tensor, listing: SplitListing, classes: list[str]) 
     return ImageSet(images, labels, tuple(classes), sequence=sequence)
 
 
-def _read_cache(path: Path, key: str) -> torch.Tensor | None:
+def _read_cache(path: Path, key: str, count: int) -> torch.Tensor | None:
+    """The ``count`` images cached at ``path`` if they match their checksum, else None."""
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # missing, corrupt or foreign: decode again and overwrite it
-        return None
-    if not isinstance(blob, dict) or blob.get("key") != key or not isinstance(blob.get("images"), torch.Tensor):
-        return None
-    return blob["images"]
+        images = blob["images"]
+        if blob["key"] == key and len(images) == count and blob["sha256"] == tensor_digest(images):
+            return images
+    except Exception:  # missing, unreadable or foreign: decode again and overwrite it
+        pass
+    return None
 
 
 def _write_cache(folder: Path, prefix: str, key: str, images: dict[str, torch.Tensor]) -> None:
     try:
         for split in SPLITS:
-            atomic_torch_save({"key": key, "images": images[split]}, folder / f"{prefix}-{key}-{split}.pt")
+            atomic_torch_save({"key": key, "images": images[split], "sha256": tensor_digest(images[split])},
+                              folder / f"{prefix}-{key}-{split}.pt")
         for stale in folder.glob(f"{prefix}-*.pt"):
             if not stale.name.startswith(f"{prefix}-{key}-"):
                 stale.unlink(missing_ok=True)
@@ -336,9 +340,14 @@ def load_image_folder(root: str | os.PathLike, image_size: int | None = None,
     classes, listings = list_image_folder(root)
     key = _cache_key(root, listings, image_size)
     folder, prefix = cache_dir() / "image-folders", _cache_prefix(root, image_size)
-    cached = {split: _read_cache(folder / f"{prefix}-{key}-{split}.pt", key) for split in splits}
-    images = {split: x for split, x in cached.items() if x is not None and len(x) == len(listings[split].paths)}
+    paths = {split: folder / f"{prefix}-{key}-{split}.pt" for split in splits}
+    cached = {split: _read_cache(path, key, len(listings[split].paths)) for split, path in paths.items()}
+    images = {split: x for split, x in cached.items() if x is not None}
     if len(images) < len(cached):
+        corrupt = [str(path) for split, path in paths.items() if split not in images and path.exists()]
+        if corrupt:
+            warnings.warn(f"the decoded-image cache {' and '.join(corrupt)} was corrupt; decoding {root} again "
+                          f"and rebuilding it", stacklevel=2)
         decoded = decode_splits(root, listings, image_size)
         _write_cache(folder, prefix, key, decoded)
         images = {split: decoded[split] for split in splits}

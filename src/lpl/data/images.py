@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -79,3 +80,13 @@ class ImageSet:
 def to_unit_float(x: Tensor) -> Tensor:
     """uint8 [0, 255] -> float32 [0, 1]; float tensors are returned as float32 unchanged."""
     return x.float().mul_(1.0 / 255.0) if x.dtype == torch.uint8 else x.float()
+
+
+def tensor_digest(*tensors: Tensor) -> str:
+    """SHA-256 (hex) of the tensors' dtypes, shapes and every byte, in order: equal digests, equal contents."""
+    digest = hashlib.sha256()
+    for x in tensors:
+        x = x.detach().cpu().contiguous()
+        digest.update(f"{x.dtype} {tuple(x.shape)}\n".encode())
+        digest.update(x.reshape(-1).view(torch.uint8).numpy().data)
+    return digest.hexdigest()
