@@ -19,6 +19,7 @@ from lpl.heads import (
     byol_momentum,
     ema_update,
     info_nce_loss,
+    resample_at,
 )
 
 
@@ -214,3 +215,50 @@ def test_byol_and_simclr_heads_take_the_same_loss_grids(objective):
     assert [head.grid for head in model.heads.values()] == [2, 0] and torch.isfinite(loss)
     loss.backward()
     assert all(p.grad is not None for p in model.net.parameters())
+
+
+def _theta(scale_x, scale_y, cx, cy):
+    return torch.tensor([[[scale_x, 0.0, cx], [0.0, scale_y, cy]]])
+
+
+def test_resampling_finds_the_same_place_of_the_image_in_the_other_crop():
+    """Feature maps that are a linear function of the image position they look at (bilinear resampling is exact
+    for them): the earlier crop resampled at the later crop's positions equals the later crop wherever both see
+    the place, including across a flip; places the earlier crop does not see are masked."""
+    side = 8
+    centres = (torch.arange(side) * 2 + 1) / side - 1
+
+    def view_of(theta):  # (1, 2, s, s): channel 0 = image x, channel 1 = image y at each position's centre
+        y, x = torch.meshgrid(centres, centres, indexing="ij")
+        a, cx, b, cy = theta[0, 0, 0], theta[0, 0, 2], theta[0, 1, 1], theta[0, 1, 2]
+        return torch.stack((a * x + cx, b * y + cy))[None]
+
+    earlier_theta, later_theta = _theta(-0.6, 0.5, 0.2, -0.3), _theta(0.5, 0.7, -0.1, 0.1)  # the earlier one flipped
+    resampled, mask = resample_at(view_of(earlier_theta), earlier_theta, later_theta)
+    later = view_of(later_theta)
+    seen = later[0, 0].sub(0.2).abs().le(0.6 * (1 - 1 / side)) & later[0, 1].add(0.3).abs().le(0.5 * (1 - 1 / side))
+    assert 0 < seen.sum() < side * side
+    assert torch.allclose(resampled[0][:, seen], later[0][:, seen], atol=1e-5)
+    outside = later[0, 0].sub(0.2).abs().gt(0.6) | later[0, 1].add(0.3).abs().gt(0.5)
+    assert torch.equal(mask[0, 0] == 0, outside)
+    same, all_seen = resample_at(later, later_theta, later_theta)
+    assert torch.allclose(same, later, atol=1e-6) and bool(all_seen.all())
+
+
+def test_aligned_lpl_without_geometry_or_with_equal_crops_is_the_full_map_loss():
+    maps = _maps(side=4)
+    head = LPLHead(6, LPLOptions(aligned=True), grid=0)
+    _, plain = LPLHead(6, grid=0)(maps)
+    theta = _theta(0.8, 0.8, 0.1, -0.1).repeat(20, 1, 1)
+    for geometry in (None, theta):
+        _, terms = head(maps, None, geometry)
+        assert all(terms[k].item() == pytest.approx(plain[k].item(), rel=1e-5) for k in plain)
+
+
+def test_the_predictive_term_on_its_own_grid_compares_pooled_outputs():
+    maps = _maps(side=4)
+    _, hybrid = LPLHead(6, LPLOptions(pred_grid=1), grid=0)(maps)
+    _, full = LPLHead(6, grid=0)(maps)
+    _, pooled = LPLHead(6, grid=1)(maps)
+    assert hybrid["pred"].item() == pytest.approx(pooled["pred"].item(), rel=1e-6)
+    assert hybrid["hebb"] == full["hebb"] and hybrid["decorr"] == full["decorr"]

@@ -20,7 +20,7 @@ the full map. Adding an objective is a new module with a ``LayerHead`` subclass 
         name, summary = "whiten", "decorrelation only"
         terms = {"decorr": Term("squared off-diagonal covariance", "falls")}
 
-        def forward(self, maps, target=None):
+        def forward(self, maps, target=None, geometry=None):
             z = self.samples(maps)
             decorr = rules.decorrelation_loss(z, "mean")
             return decorr, {"decorr": decorr.detach()}
@@ -73,8 +73,10 @@ class LayerHead(nn.Module):
         self.channels, self.grid = channels, grid
         self.options = self.Options() if options is None else options
 
-    def forward(self, maps: Tensor, target: Tensor | None = None) -> tuple[Tensor, Terms]:
-        """``maps`` (2B, C, H, W) of both views; ``target`` (2B, ...) from ``target_embedding``."""
+    def forward(self, maps: Tensor, target: Tensor | None = None, geometry: Tensor | None = None
+                ) -> tuple[Tensor, Terms]:
+        """``maps`` (2B, C, H, W) of both views; ``target`` (2B, ...) from ``target_embedding``; ``geometry``
+        (2B, 2, 3): where each view lies in its image (``PairStream.geometry``), None for whole frames."""
         raise NotImplementedError
 
     def target_embedding(self, maps: Tensor) -> Tensor:
@@ -167,9 +169,16 @@ class LPLOptions:
                                    "code for full maps)")
     projector: int = option(0, "LPL: hidden width of a projector MLP (ReLU, 256 out, as the official code's) "
                             "applied at every grid position before the loss; 0 = none")
+    aligned: bool = option(False, "LPL on a loss grid of crops: compare each position of the later view with the "
+                           "same place of the image in the earlier view (resampled; positions only one view "
+                           "sees are left out), instead of the same position of both crops")
+    pred_grid: int | None = option(None, "LPL: the predictive term's own grid (1: compare globally pooled outputs "
+                                   "while the Hebbian and decorrelation terms see the loss grid; default: the loss "
+                                   "grid)")
 
     def __post_init__(self) -> None:
         require(self.projector >= 0, f"--projector must be >= 0, got {self.projector}")
+        require(self.pred_grid is None or self.pred_grid >= 0, f"--pred-grid must be >= 0, got {self.pred_grid}")
 
     def objective(self) -> LPLObjective:
         return LPLObjective(self.pred, self.hebb, self.decorr, "mean", stop_gradient=self.stop_gradient)
@@ -200,15 +209,50 @@ class LPLHead(LayerHead):
         self.projector = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, 256, 1),
                                        nn.ReLU(inplace=True)) if hidden else None
 
-    def forward(self, maps: Tensor, target: Tensor | None = None) -> tuple[Tensor, Terms]:
+    def forward(self, maps: Tensor, target: Tensor | None = None, geometry: Tensor | None = None
+                ) -> tuple[Tensor, Terms]:
         z = self.pooled(maps)
         if self.projector is not None:
             z = self.projector(z)
         positions = z.permute(0, 2, 3, 1).reshape(2, -1, z.shape[1]).unbind(0)
         z_prev, z_now = z.flatten(1).chunk(2)
         hebb_views = positions if self.options.shared_variance else None
-        terms = self.objective.terms(z_prev, z_now, gather_batch, decorr_views=positions, hebb_views=hebb_views)
+        terms = self.objective.terms(z_prev, z_now, gather_batch, decorr_views=positions, hebb_views=hebb_views,
+                                     pred_views=self._pred_views(maps, z, geometry))
         return self.objective.weighted(terms), {k: v.detach() for k, v in terms.items()}
+
+    def _pred_views(self, maps: Tensor, z: Tensor, geometry: Tensor | None) -> tuple[Tensor, ...] | None:
+        """The predictive term's (earlier, later[, mask]) where they differ from the loss grid's views: on the
+        term's own grid, and with ``aligned`` crops compared place by place."""
+        grid, aligned = self.options.pred_grid, self.options.aligned and geometry is not None
+        if grid is not None and grid != self.grid:
+            z = grid_pool(full_precision(maps), grid)
+            if self.projector is not None:
+                z = self.projector(z)
+        elif not aligned:
+            return None
+        if aligned and z.shape[-1] > 1:
+            assert geometry is not None
+            earlier, later = z.chunk(2)
+            resampled, mask = resample_at(earlier, *geometry.chunk(2))
+            return resampled.flatten(1), later.flatten(1), mask.expand_as(later).flatten(1)
+        return tuple(z.flatten(1).chunk(2))
+
+
+def resample_at(earlier: Tensor, theta_earlier: Tensor, theta_later: Tensor) -> tuple[Tensor, Tensor]:
+    """``earlier`` (B, C, s, s) resampled at the image places of the later view's grid positions: bilinear, in
+    normalised coordinates (``augment.crop_theta``'s affine maps (B, 2, 3), view to image); and the mask
+    (B, 1, s, s) of positions that the earlier view sees too (1) or not (0)."""
+    side = earlier.shape[-1]
+    centres = (torch.arange(side, device=earlier.device, dtype=earlier.dtype) * 2 + 1) / side - 1
+    y, x = torch.meshgrid(centres, centres, indexing="ij")
+    later_xy = torch.stack((x, y), -1).view(1, side, side, 2, 1)  # (1, s, s, 2, 1)
+    later, first = theta_later.to(earlier.dtype)[:, None, None], theta_earlier.to(earlier.dtype)[:, None, None]
+    image_xy = (later[..., :2] @ later_xy).squeeze(-1) + later[..., 2]  # (B, s, s, 2); the maps are diagonal
+    earlier_xy = (image_xy - first[..., 2]) / torch.diagonal(first[..., :2], dim1=-2, dim2=-1)
+    resampled = F.grid_sample(earlier, earlier_xy, mode="bilinear", padding_mode="border", align_corners=False)
+    mask = (earlier_xy.abs() <= 1).all(-1).to(earlier.dtype)[:, None]
+    return resampled, mask
 
 
 # ---------------------------------------------------------------- BYOL
@@ -261,7 +305,8 @@ class BYOLHead(LayerHead):
         """(2 * B * g * g, C): both views' samples, the first view's first."""
         return self.samples(maps).flatten(0, 1)
 
-    def forward(self, maps: Tensor, target: Tensor | None = None) -> tuple[Tensor, Terms]:
+    def forward(self, maps: Tensor, target: Tensor | None = None, geometry: Tensor | None = None
+                ) -> tuple[Tensor, Terms]:
         assert target is not None, "BYOLHead needs the target network's embedding"
         loss = byol_loss(self.predictor(self.projector(self._rows(maps))), target)
         return loss, {"byol": loss.detach()}
@@ -336,7 +381,8 @@ class SimCLRHead(LayerHead):
         super().__init__(channels, options, grid)
         self.projector = mlp(channels, self.options.projector_hidden, self.options.projector_out)
 
-    def forward(self, maps: Tensor, target: Tensor | None = None) -> tuple[Tensor, Terms]:
+    def forward(self, maps: Tensor, target: Tensor | None = None, geometry: Tensor | None = None
+                ) -> tuple[Tensor, Terms]:
         samples = self.samples(maps)  # (2, B * positions, C)
         positions = samples.shape[1] * 2 // maps.shape[0]
         loss = info_nce_outside_graphs()(self.projector(samples.flatten(0, 1)), self.options.temperature, positions)
@@ -362,7 +408,7 @@ class DeepModel(nn.Module):
         if self.objective.uses_target:
             self.target = copy.deepcopy(nn.ModuleDict({"net": net, "heads": self.heads})).requires_grad_(False)
 
-    def forward(self, views: Tensor) -> tuple[Tensor, dict[int, Terms]]:
+    def forward(self, views: Tensor, geometry: Tensor | None = None) -> tuple[Tensor, dict[int, Terms]]:
         maps = self.net(views, local=self.local)
         target_maps: list[Tensor] = []
         if self.target is not None:
@@ -375,7 +421,7 @@ class DeepModel(nn.Module):
             if head.uses_target:
                 with torch.no_grad():
                     target = self.target["heads"][key].target_embedding(target_maps[block])  # type: ignore[index]
-            loss, terms[int(key)] = head(maps[block], target)
+            loss, terms[int(key)] = head(maps[block], target, geometry)
             losses.append(loss)
         # A plain sum, not zeros + losses: under torch.compile (2.13) a zero-initialised total beside
         # detached terms lost its gradient.

@@ -44,15 +44,17 @@ class LPLObjective:
         return {"pred": self.pred, "hebb": self.hebb, "decorr": self.decorr}
 
     def terms(self, z_prev: Tensor, z_now: Tensor, gather: Callable[[Tensor], Tensor] = _same,
-              decorr_views: Sequence[Tensor] | None = None, hebb_views: Sequence[Tensor] | None = None
-              ) -> dict[str, Tensor]:
+              decorr_views: Sequence[Tensor] | None = None, hebb_views: Sequence[Tensor] | None = None,
+              pred_views: Sequence[Tensor] | None = None) -> dict[str, Tensor]:
         """Unweighted, differentiable value of every term for ``z_prev``, ``z_now`` (B, M).
 
         ``gather`` collects a view's rows from every process before the batch statistics
         (variance, covariance) are taken, so they are those of the global batch under torchrun.
         ``decorr_views`` and ``hebb_views`` (each two (S, K) tensors, one per view) replace the samples
         of the decorrelation and Hebbian terms, for example the channel vectors of every position of a
-        feature map (then S = B * positions and K = channels).
+        feature map (then S = B * positions and K = channels). ``pred_views`` (earlier, later[, mask]),
+        each (B, K), replaces the views of the predictive term (for example the earlier view resampled at
+        the later view's positions, with a mask of the positions both views see).
         """
         r = self.reduction
 
@@ -60,7 +62,8 @@ class LPLObjective:
             return torch.stack([gather(v) for v in (given if given is not None else (z_prev, z_now))])
 
         return {
-            "pred": rules.predictive_loss(z_now, z_prev, r, self.stop_gradient),
+            "pred": (rules.predictive_loss(pred_views[1], pred_views[0], r, self.stop_gradient, *pred_views[2:])
+                     if pred_views is not None else rules.predictive_loss(z_now, z_prev, r, self.stop_gradient)),
             "hebb": 0.5 * rules.hebbian_loss(stacked(hebb_views), r, self.eps),
             "decorr": 0.5 * rules.decorrelation_loss(stacked(decorr_views), r),
         }

@@ -44,14 +44,20 @@ def _pair_scale(features: int, reduction: Reduction) -> float:
     return 1.0 if reduction == "sum" else 1.0 / (features * features - features)
 
 
-def predictive_loss(z_now: Tensor, z_prev: Tensor, reduction: Reduction = "sum", stop_gradient: bool = True) -> Tensor:
+def predictive_loss(z_now: Tensor, z_prev: Tensor, reduction: Reduction = "sum", stop_gradient: bool = True,
+                    mask: Tensor | None = None) -> Tensor:
     """Squared prediction error of ``z_now`` (B, M) toward ``z_prev`` (B, M), by default a constant.
 
     Mean over the batch; summed (or averaged) over units. ``stop_gradient=False`` lets the gradient
-    reach both views, as the official deep-network code does (``F.mse_loss(z1, z2)``).
+    reach both views, as the official deep-network code does (``F.mse_loss(z1, z2)``). ``mask`` (B, M)
+    of 0/1 leaves entries out (units with no counterpart in the other view): the error is then averaged
+    over the entries kept, with the same scale as without a mask when every entry is kept.
     """
-    error = (z_now - (z_prev.detach() if stop_gradient else z_prev)).square().sum(dim=1).mean()
-    return error * _unit_scale(z_now.shape[1], reduction)
+    error = (z_now - (z_prev.detach() if stop_gradient else z_prev)).square()
+    if mask is not None:
+        per_unit = (error * mask).sum() / mask.sum().clamp(min=1)
+        return per_unit * z_now.shape[1] * _unit_scale(z_now.shape[1], reduction)
+    return error.sum(dim=1).mean() * _unit_scale(z_now.shape[1], reduction)
 
 
 def predictive_grad(z_now: Tensor, z_prev: Tensor, reduction: Reduction = "sum") -> Tensor:

@@ -116,10 +116,10 @@ def _gray(x: Tensor) -> Tensor:
     return (x * weights).sum(dim=1, keepdim=True)
 
 
-def resized_crop_flip(x: Tensor, spec: StrongAugmentSpec, u: Tensor) -> Tensor:
-    """Random resized crop (area fraction in ``crop_scale``, aspect 3/4..4/3) and flip, bilinear.
-
-    ``u`` (n, 5): area, aspect, centre x, centre y, flip.
+def crop_theta(spec: StrongAugmentSpec, u: Tensor) -> Tensor:
+    """The affine maps (n, 2, 3) of random resized crops (area fraction in ``crop_scale``, aspect 3/4..4/3)
+    with flips: a view's normalised coordinates (x, y) in [-1, 1] (``affine_grid``'s, corners not aligned)
+    to the source image's, ``(a x + cx, b y + cy)``. ``u`` (n, 5): area, aspect, centre x, centre y, flip.
     """
     area = _between(u[:, 0], *spec.crop_scale)
     log_ratio = _between(u[:, 1], math.log(3 / 4), math.log(4 / 3))
@@ -129,8 +129,13 @@ def resized_crop_flip(x: Tensor, spec: StrongAugmentSpec, u: Tensor) -> Tensor:
     center_y = (u[:, 3] * 2 - 1) * (1 - height)
     sign = torch.where(u[:, 4] < 0.5, -1.0, 1.0) if spec.flip else torch.ones_like(width)
     zero = torch.zeros_like(width)
-    theta = torch.stack((torch.stack((width * sign, zero, center_x), 1),
-                         torch.stack((zero, height, center_y), 1)), 1).to(x.dtype)
+    return torch.stack((torch.stack((width * sign, zero, center_x), 1), torch.stack((zero, height, center_y), 1)), 1)
+
+
+def resized_crop_flip(x: Tensor, spec: StrongAugmentSpec, u: Tensor) -> Tensor:
+    """Random resized crop and flip (``crop_theta``), bilinear. ``u`` (n, 5): area, aspect, centre x, centre y,
+    flip."""
+    theta = crop_theta(spec, u).to(x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 

@@ -7,7 +7,14 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lpl.data.augment import StrongAugmentSpec, WeakAugment, WeakAugmentSpec, apply_strong, draw_strong
+from lpl.data.augment import (
+    StrongAugmentSpec,
+    WeakAugment,
+    WeakAugmentSpec,
+    apply_strong,
+    crop_theta,
+    draw_strong,
+)
 from lpl.data.images import ImageSet, to_unit_float
 from lpl.validation import LPLError
 
@@ -72,6 +79,14 @@ class PairStream:
         else:
             out = apply_strong(self.images[index], self.strong, drawn[1])
         return out.view(2, index.shape[0] // 2, -1)
+
+    def geometry(self, drawn: tuple[Tensor, ...]) -> Tensor | None:
+        """Where each view of ``draw``'s choices lies in its source image: (2B, 2, 3) affine maps from the view's
+        normalised coordinates to the image's (``augment.crop_theta``); None where views are not crops
+        (temporal and weak pairs: whole frames, shifted by a few pixels at most)."""
+        if self.mode != "strong":
+            return None
+        return crop_theta(self.strong, drawn[1][:, 0:5])
 
     def state_dict(self) -> dict[str, Tensor]:
         return {"generator": self.generator.get_state()}

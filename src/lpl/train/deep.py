@@ -222,10 +222,13 @@ class DeepTrainer:
                  ) -> tuple[torch.Tensor, dict[int, dict[str, torch.Tensor]]]:
         """Views from the drawn random choices, then the model's loss: one compiled graph on CUDA."""
         views = self.stream.views(drawn).view(2 * self.local_batch, *self.image_shape)
+        geometry = self.stream.geometry(drawn)
         if order is not None:  # shuffled positives: pair each first view with another image's second
             views = torch.cat((views[: self.local_batch], views[self.local_batch:][order]))
+            geometry = None if geometry is None else torch.cat((geometry[: self.local_batch],
+                                                                geometry[self.local_batch:][order]))
         with self._autocast():
-            return self._model(views.contiguous(memory_format=self.memory_format))
+            return self._model(views.contiguous(memory_format=self.memory_format), geometry)
 
     def _compiled_or_eager(self, *args: Any) -> tuple[torch.Tensor, dict[int, dict[str, torch.Tensor]]]:
         """The compiled step; if compiling fails (it happens at the first call), eager from then on."""
