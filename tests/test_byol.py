@@ -62,7 +62,8 @@ def test_shapes_run_writes_embeddings_and_logs(tmp_path, small_shapes):
     assert main(["train-byol", "--dataset", "shapes", *QUICK, "--output-dir", str(out)]) == 0
     for tag in ("before", "after"):
         blob = torch.load(out / "activations" / f"byol_shapes_embeddings_{tag}.pt")
-        assert set(blob) == {"embeddings", "labels"} and blob["embeddings"].shape == (40, 256)
+        assert set(blob) == {"embeddings", "labels", "sequence", "frame", "sequence_names"}  # shapes: sequences
+        assert blob["embeddings"].shape == (40, 256)
         assert torch.allclose(blob["embeddings"].norm(dim=1), torch.ones(40), atol=1e-5)
     logs = json.loads((out / "logs" / "byol_shapes_training_logs.json").read_text())
     assert logs["config"]["tau"] == 0.99 and len(logs["steps"]) == 4

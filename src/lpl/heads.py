@@ -41,17 +41,10 @@ from torch import Tensor, nn
 from lpl.config import option, require
 from lpl.convnet import ConvNet, distributed, full_precision, gather_batch, grid_pool
 from lpl.objective import LPLObjective
+from lpl.terms import LPL_TERMS, Term
 from lpl.validation import LPLError
 
 Terms = dict[str, Tensor]
-
-
-@dataclass(frozen=True)
-class Term:
-    """A logged term: what it is, and what it should do during training (for reports)."""
-
-    meaning: str
-    should: str = ""
 
 
 @dataclass(frozen=True)
@@ -195,11 +188,7 @@ class LPLHead(LayerHead):
     summary = ("LPL: a predictive, a Hebbian (variance) and a decorrelation term on each block's own output, "
                "no negatives, no target network")
     Options = LPLOptions
-    terms = {
-        "pred": Term("predictive term: squared difference of the two views' responses", "falls"),
-        "hebb": Term("Hebbian term: -log of each unit's batch variance", "falls as variances grow, then levels"),
-        "decorr": Term("decorrelation term: squared covariance between different units", "stays small"),
-    }
+    terms = LPL_TERMS
     options: LPLOptions
 
     def __init__(self, channels: int, options: LPLOptions | None = None, grid: int = 1):

@@ -23,6 +23,7 @@ from typing import Any
 
 from torch import Tensor
 
+from lpl.data.images import ImageSet
 from lpl.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, read_json
 from lpl.validation import LPLError
 
@@ -107,6 +108,16 @@ def run_records(output_dir: str | Path) -> dict[str, Path]:
     return found
 
 
+def describe_data(dataset: str, train: ImageSet, test: ImageSet) -> dict[str, Any]:
+    """Name (or resolved path), image shape, classes and sequences of a data set, for run records."""
+    path = Path(dataset).expanduser()
+    return {"dataset": dataset, "path": str(path.resolve()) if path.exists() else None,
+            "shape": list(train.shape), "classes": list(train.classes), "train_images": len(train),
+            "test_images": len(test),
+            "sequences": {split: int(data.sequence_ids().unique().numel()) if data.has_sequences else 0
+                          for split, data in (("train", train), ("test", test))}}
+
+
 def save_tensors(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str] | None = None) -> Path:
     """``tensors`` as a safetensors file (no code inside, safe to load from anyone), written atomically."""
     from safetensors.torch import save
@@ -134,14 +145,18 @@ def layer_key(layer: int | str) -> str:
 
 
 def save_export(path: Path, layers: list[Tensor], labels: Tensor, key: str | None = None,
-                train: dict[str, Any] | None = None) -> Path:
+                train: dict[str, Any] | None = None, rows: ImageSet | None = None) -> Path:
     """Write an export: one layer under ``key`` (default ``activations``), several as
-    ``layer<k>_activations``; ``train`` optionally holds training-set features for readouts."""
+    ``layer<k>_activations``; ``train`` optionally holds training-set features for readouts. ``rows``: the
+    exported images; where they form sequences, each row's ``sequence`` id and ``frame`` index (int64 (N,))
+    and the ``sequence_names`` (indexed by id, when known) are saved too, for the invariance measures."""
     if len(layers) == 1:
         blob: dict[str, Any] = {key or "activations": layers[0]}
     else:
         blob = {layer_key(i): z for i, z in enumerate(layers, 1)}
     blob["labels"] = labels
+    if rows is not None and rows.has_sequences:
+        blob.update(sequence=rows.sequence_ids().clone(), frame=rows.frame_index(), sequence_names=list(rows.names))
     if train is not None:
         blob["train"] = train
     return atomic_torch_save(blob, path)

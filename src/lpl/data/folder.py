@@ -300,10 +300,14 @@ def _image_set(images: torch.Tensor, listing: SplitListing, classes: list[str]) 
     images, labels, sequence = images[order], labels[order], sequence[order]
     if listing.sequence_folders == 0:
         return ImageSet(images, labels, tuple(classes))
+    # a sequence's name: its folder, <class>/<sequence> (a still image's: <class>/<file>)
+    names = {i: path.split("/", 1)[1].rsplit("/", 1)[0] if path.count("/") > 2 else path.split("/", 1)[1]
+             for path, i in zip(listing.paths, listing.sequence)}
     lengths = torch.bincount(sequence)
     if listing.sequence_folders == len(lengths) and (lengths == lengths[0]).all() and lengths[0] > 1:
-        return ImageSet(images, labels, tuple(classes), frames=int(lengths[0]))  # fixed-length sequences
-    return ImageSet(images, labels, tuple(classes), sequence=sequence)
+        in_order = torch.unique_consecutive(sequence).tolist()  # fixed-length sequences, renumbered in order
+        return ImageSet(images, labels, tuple(classes), frames=int(lengths[0]), names=tuple(names[i] for i in in_order))
+    return ImageSet(images, labels, tuple(classes), sequence=sequence, names=tuple(names[i] for i in range(len(names))))
 
 
 def _read_cache(path: Path, key: str, count: int) -> torch.Tensor | None:

@@ -21,8 +21,9 @@ class ImageSet:
     - ``sequence``: int64 (N,) sequence id of every image, for sequences of any length; images of
       one sequence are contiguous and in frame order (image folders of videos).
 
-    Without either, every image is a sequence of its own. ``sequence_ids`` and ``pair_starts``
-    read both forms alike.
+    Without either, every image is a sequence of its own. ``sequence_ids``, ``frame_index`` and
+    ``pair_starts`` read both forms alike. ``names`` optionally names the sequences (a sequence
+    folder's ``<class>/<sequence>``), indexed by sequence id.
     """
 
     images: Tensor
@@ -30,6 +31,7 @@ class ImageSet:
     classes: tuple[str, ...] = ()
     frames: int = 1
     sequence: Tensor | None = None
+    names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.sequence is not None:
@@ -60,6 +62,14 @@ class ImageSet:
             return self.sequence
         return torch.arange(len(self)) // max(self.frames, 1)
 
+    def frame_index(self) -> Tensor:
+        """Every image's position in its sequence, int64 (N,): 0 for the first frame."""
+        ids = self.sequence_ids()
+        first = torch.ones(len(ids), dtype=torch.bool)
+        first[1:] = ids[1:] != ids[:-1]
+        positions = torch.arange(len(ids))
+        return positions - torch.where(first, positions, 0).cummax(0).values
+
     def pair_starts(self, limit: int | None = None) -> Tensor:
         """Indices ``i`` (ascending, int64) among the first ``limit`` images whose image ``i + 1``
         is the next frame of the same sequence: the temporal pairs are ``(i, i + 1)``."""
@@ -69,7 +79,7 @@ class ImageSet:
     def head(self, count: int) -> ImageSet:
         """The first ``count`` images, keeping labels, classes and sequences."""
         sequence = None if self.sequence is None else self.sequence[:count]
-        return ImageSet(self.images[:count], self.labels[:count], self.classes, self.frames, sequence)
+        return ImageSet(self.images[:count], self.labels[:count], self.classes, self.frames, sequence, self.names)
 
     def flat_float(self, limit: int | None = None) -> Tensor:
         """The first ``limit`` images as float32 (N, C*H*W) in [0, 1]."""

@@ -6,18 +6,19 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
 from lpl.config import TrainConfig, option, require, require_positive, with_default
 from lpl.data import load_splits
-from lpl.data.images import to_unit_float
+from lpl.data.images import ImageSet, to_unit_float
 from lpl.data.pairs import PairStream
 from lpl.io import atomic_torch_save, atomic_write_json
-from lpl.layout import RunLayout, save_export
+from lpl.layout import RunLayout, describe_data, save_export
 from lpl.small_byol import BYOL
+from lpl.terms import RUN_TERMS, Term, terms_record
 from lpl.train.run import RunResult, Schedule, StateGroup, TrainingRun, check_output_dir
 
 
@@ -45,6 +46,30 @@ class BYOLConfig(TrainConfig):
         name = self.name or ("byol" if self.dataset == "cifar10" else f"byol_{Path(self.dataset).stem}")
         return RunLayout(Path(self.output_dir), name, f"{name}_embeddings")
 
+    def describe(self, train: ImageSet, test: ImageSet) -> dict[str, Any]:
+        """The run record's description of network, objective and data (see ``lpl.layout``)."""
+        return {
+            "writer": "lpl train-byol",
+            "network": {"kind": "small-byol", "trained": "the first convolution only",
+                        "input": {"channels": train.shape[0], "size": list(train.shape[1:]),
+                                  "scaling": "uint8 pixels / 255, no normalisation"}},
+            "objective": {"name": "byol", "summary": "the seed's BYOL baseline: a small random conv network whose "
+                          "first convolution alone learns, through BYOL's loss (2 - 2 cos of prediction and an EMA "
+                          "target's projection; -2 x cosine is logged)", "training": "first layer only",
+                          "views": self.views, "options": {"lr": self.lr, "tau": self.tau}},
+            "terms": terms_record(BYOL_TERMS, RUN_TERMS),
+            "data": describe_data(self.dataset, train, test),
+            "exports": {"rows": min(self.num_export, len(test)), "features": "L2-normalised embeddings"},
+        }
+
+
+BYOL_TERMS = {
+    "loss": Term("BYOL loss: -2 x cosine of prediction and target (minimum -2)", "falls"),
+    "embedding_std": Term("std of the L2-normalised embeddings per dimension", "stays near 1/sqrt(width); near 0 "
+                          "means collapse", "statistics"),
+    "conv1_weight_norm": Term("L2 norm of the trained first convolution", "levels off", "statistics"),
+}
+
 
 class History(list):
     """Per step: loss, seconds and embedding std (the seed's log), checkpointed with the run."""
@@ -71,7 +96,8 @@ def train_byol(config: BYOLConfig) -> RunResult:
 
     def export(tag: str) -> None:
         model.eval()
-        save_export(layout.activation_file(tag), [model.embed(test_images).float().cpu()], test_labels, "embeddings")
+        save_export(layout.activation_file(tag), [model.embed(test_images).float().cpu()], test_labels, "embeddings",
+                    rows=test.head(config.num_export))
         if tag == "after":
             atomic_torch_save(model.state_dict(), layout.weights_file)
             atomic_write_json({"config": vars(config), "steps": history}, history_file)
@@ -79,7 +105,8 @@ def train_byol(config: BYOLConfig) -> RunResult:
     state = StateGroup(model=model, optimizer=optimizer, stream=stream, history=history)
     with TrainingRun(config, layout, schedule=Schedule(config.steps, config.log_every, config.checkpoint_every,
                                                        config.checkpoint_minutes),
-                     state=state, export=export, samples_per_step=config.batch_size) as run:
+                     state=state, export=export, samples_per_step=config.batch_size,
+                     describe=config.describe(train, test)) as run:
         for step in run.steps():
             start = time.perf_counter()
             model.train()

@@ -31,7 +31,8 @@ from lpl.data.images import ImageSet, to_unit_float
 from lpl.data.pairs import PairStream
 from lpl.heads import HEADS, build_model, head_class, head_options, options_dict, per_block
 from lpl.io import atomic_torch_save
-from lpl.layout import RunLayout, save_export, save_tensors
+from lpl.layout import RunLayout, describe_data, save_export, save_tensors
+from lpl.terms import RUN_TERMS, terms_record
 from lpl.train.run import RunResult, Schedule, StateGroup, TrainingRun, check_output_dir
 
 # Warnings torch 2.11 prints while compiling the step that a user can do nothing about: fp32 matmuls stay
@@ -129,21 +130,11 @@ class DeepConfig(TrainConfig):
                           "options": options_dict(head_options(self.objective, self.head)),
                           "loss_grid": per_block(self.loss_grid, len(spec.channels)),
                           "views": self.views, "shuffled_positives": self.shuffle_positives},
-            "terms": {k: {"meaning": t.meaning, "should": t.should} for k, t in cls.terms.items()},
+            "terms": terms_record(cls.terms, RUN_TERMS),
             "data": describe_data(self.dataset, train, test),
             "exports": {"rows": min(self.num_export, len(test)), "train_rows": min(self.eval_train, len(train)),
                         "features": "every block's output averaged over positions (float32; train rows float16)"},
         }
-
-
-def describe_data(dataset: str, train: ImageSet, test: ImageSet) -> dict[str, Any]:
-    """Name (or resolved path), image shape, classes and sequences of a data set, for run records."""
-    path = Path(dataset).expanduser()
-    return {"dataset": dataset, "path": str(path.resolve()) if path.exists() else None,
-            "shape": list(train.shape), "classes": list(train.classes), "train_images": len(train),
-            "test_images": len(test),
-            "sequences": {split: int(data.sequence_ids().unique().numel()) if data.has_sequences else 0
-                          for split, data in (("train", train), ("test", test))}}
 
 
 def lr_at(config: DeepConfig, epoch: float, total_epochs: float) -> float:
@@ -323,7 +314,8 @@ def train_deep(config: DeepConfig) -> RunResult:
         train_features = trainer.features(train, min(config.eval_train, len(train)))
         half = [f.half() for f in train_features]
         save_export(layout.activation_file(tag), test_features, test.labels[: config.num_export].clone(),
-                    train={"layers": half, "labels": train.labels[: len(half[0])].clone()})
+                    train={"layers": half, "labels": train.labels[: len(half[0])].clone()},
+                    rows=test.head(config.num_export))
         save_tensors(trainer.model.net.state_dict(), layout.network_file(tag))
         if tag == "after":
             atomic_torch_save({"objective": config.objective, "state_dict": trainer.model.net.state_dict(),

@@ -14,12 +14,14 @@ from lpl.analysis.metrics import collapsed_units
 from lpl.config import TrainConfig, option, require, require_positive, with_default
 from lpl.data import load_splits
 from lpl.data.augment import WeakAugmentSpec
+from lpl.data.images import ImageSet
 from lpl.data.pairs import PairMode, PairStream
 from lpl.io import atomic_torch_save
 from lpl.layers import DENSE_RATES, DenseLPLLayer, DenseLPLStack, GradMethod, Plasticity
-from lpl.layout import RunLayout, save_export
+from lpl.layout import RunLayout, describe_data, save_export, save_tensors
 from lpl.objective import LPLObjective
 from lpl.rules import Reduction
+from lpl.terms import LPL_TERMS, RUN_TERMS, Term, terms_record
 from lpl.train.run import RunResult, Schedule, StateGroup, TrainingRun, check_output_dir
 
 
@@ -70,6 +72,36 @@ class DenseConfig(TrainConfig):
             self.name, f"{self.name}_activations")
         return RunLayout(Path(self.output_dir), self.name, stem)
 
+    def describe(self, train: ImageSet, test: ImageSet) -> dict[str, Any]:
+        """The run record's description of network, objective and data (see ``lpl.layout``)."""
+        return {
+            "writer": "lpl train" if len(self.dims) == 2 else "lpl train-hierarchical",
+            "network": {"kind": "dense", "dims": list(self.dims), "activation": "5 tanh(a / 5)",
+                        "input": {"channels": train.shape[0], "size": list(train.shape[1:]),
+                                  "scaling": "uint8 pixels / 255, flattened, no normalisation"}},
+            "objective": {"name": "lpl", "summary": "LPL's local rule: each layer's weights follow the gradient of "
+                          "its own predictive, Hebbian and decorrelation terms (closed-form neuron-level rule)",
+                          "training": "layer-local", "pairs": self.pairs,
+                          "options": {"lr_pred": self.lr_pred, "lr_hebb": self.lr_hebb, "lr_stab": self.lr_stab,
+                                      "reduction": self.reduction, "grad": self.grad}},
+            "terms": terms_record(LPL_TERMS, DENSE_TERMS, RUN_TERMS),
+            "data": describe_data(self.dataset, train, test),
+            "exports": {"rows": min(self.num_export, len(test)), "features": "every layer's output"},
+        }
+
+
+DENSE_TERMS: dict[str, Term] = {
+    "weight_norm": Term("L2 norm of the layer's weights", "levels off rather than growing without bound",
+                        "statistics"),
+    "update_norm": Term("L2 norm of one step's weight change (before clipping)", "shrinks as learning settles",
+                        "statistics"),
+    "act_mean": Term("mean response over batch and units", "stays moderate: a large drift means saturation",
+                     "statistics"),
+    "act_std": Term("mean over units of each unit's std over the batch", "stays well above 0.1", "statistics"),
+    "collapsed_units": Term("units whose std over the batch is below 0.1 (they answer every image alike)",
+                            "stays at or near 0", "statistics"),
+}
+
 
 HIERARCHICAL: dict[str, Any] = {"dataset": "shapes", "dims": [1024, 128, 64], "steps": 10000,
                                 "name": "hierarchical_lpl"}
@@ -109,12 +141,15 @@ def train_dense(config: DenseConfig) -> RunResult:
     schedule = Schedule(config.steps, config.log_every, config.checkpoint_every, config.checkpoint_minutes)
 
     def export(tag: str) -> None:
-        save_export(layout.activation_file(tag), stack.representations(eval_inputs), eval_labels)
+        save_export(layout.activation_file(tag), stack.representations(eval_inputs), eval_labels,
+                    rows=test.head(config.num_export))
+        save_tensors(stack.state_dict(), layout.network_file(tag))
         if tag == "after":
             atomic_torch_save({"dims": config.dims, "state_dict": stack.state_dict()}, layout.weights_file)
 
     state = StateGroup(stack=stack, stream=stream)
-    with TrainingRun(config, layout, schedule, state, export, config.batch_size) as run:
+    with TrainingRun(config, layout, schedule, state, export, config.batch_size,
+                     describe=config.describe(train, test)) as run:
         for step in run.steps():
             outputs, norms = stack.plasticity_step(stream.next(config.batch_size), objective, plasticity)
             if not torch.isfinite(norms).all():  # the update was not applied

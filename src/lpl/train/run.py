@@ -212,6 +212,7 @@ class TrainingRun:
             self.export("before")
         self.result.step = self.start
         self.stop.__enter__()
+        self.started = time.perf_counter()
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -279,7 +280,8 @@ class TrainingRun:
         now = time.perf_counter()
         last_time, last_step = self._last_log
         rate = (step - last_step) * self.samples_per_step / max(now - last_time, 1e-9)
-        record = {"step": step, **diagnostics, "samples_per_s": round(rate, 1)}
+        record = {"step": step, **diagnostics, "samples_per_s": round(rate, 1),
+                  "elapsed_s": round(now - self.started, 2)}
         self.records.append(record)
         self._write_log()
         tqdm.write(format_record(record, self.schedule.steps))

@@ -17,6 +17,8 @@ from lpl.config import RunOptions, option, require, require_positive
 from lpl.layers import DENSE_RATES, DenseLPLLayer, DenseLPLStack
 from lpl.layout import RunLayout, save_export
 from lpl.objective import LPLObjective
+from lpl.terms import RUN_TERMS, Term, terms_record
+from lpl.train.dense import DENSE_TERMS
 from lpl.train.run import Schedule, TrainingRun
 
 
@@ -43,6 +45,11 @@ class SanityConfig(RunOptions):
         require(self.batch_size >= 2, "--batch-size must be at least 2 (LPL needs batch statistics)")
 
 
+SANITY_TERMS = {**{k: DENSE_TERMS[k] for k in ("weight_norm", "update_norm", "collapsed_units")},
+                "act_var": Term("mean over units of each unit's variance over the batch", "stays well above 0.01",
+                                "statistics")}
+
+
 def sanity_check(config: SanityConfig) -> int:
     """Run the check; returns 0 if everything stays finite and uncollapsed, else 1."""
     generator = torch.Generator().manual_seed(config.seed)
@@ -67,7 +74,13 @@ def sanity_check(config: SanityConfig) -> int:
 
     collapsed = 0
     schedule = Schedule(config.steps, config.log_every, 0, config.checkpoint_minutes)
-    with TrainingRun(config, layout, schedule, RandomPairs(), export, config.batch_size) as run:
+    describe = {"writer": "lpl sanity",
+                "network": {"kind": "dense", "dims": [config.features, config.units], "activation": "5 tanh(a / 5)"},
+                "objective": {"name": "lpl", "summary": "LPL's local rule on random inputs and their noisy copies",
+                              "training": "layer-local"},
+                "data": {"dataset": "random", "pairs": f"uniform inputs and the same plus noise of std {config.noise}"},
+                "terms": terms_record(SANITY_TERMS, RUN_TERMS)}
+    with TrainingRun(config, layout, schedule, RandomPairs(), export, config.batch_size, describe=describe) as run:
         for step in run.steps():
             earlier = torch.rand(config.batch_size, config.features, generator=generator)
             later = (earlier + config.noise * torch.randn(earlier.shape, generator=generator)).clamp_(0, 1)
