@@ -165,7 +165,8 @@ def test_corrupt_latest_checkpoint_is_detected_and_the_previous_one_used(tmp_pat
     capsys.readouterr()
     assert main([*_args("train", split, steps=8), "--resume"]) == 0
     # One plain line, not a warning with its source line
-    assert capsys.readouterr().err == f"checkpoint {newest} is corrupt (checksum mismatch); trying the previous checkpoint\n"
+    assert capsys.readouterr().err == f"checkpoint {newest} is corrupt (checksum mismatch); trying the previous " \
+                                      "checkpoint\n"
     _assert_same_outputs("train", tmp_path / "whole", split)
 
 

@@ -214,8 +214,9 @@ def after_interrupt(config: Any) -> str:
     if (CheckpointFolder(layout.weights, layout.name).paths() and isinstance(saved.get("config"), dict)
             and not changed_settings(saved["config"], saved.get("cwd"), config)):
         return resume
-    how = " without --resume" if config.resume else " with --overwrite" if layout.earlier_results() else ""
-    return f"no checkpoint of this run was saved yet, so there is nothing to resume: run the same command{how} again"
+    how = (" without --resume" if config.resume else
+           " with --overwrite" if layout.earlier_results() and not config.overwrite else "")
+    return f"no checkpoint of this run was saved yet, so there is nothing to resume: run the same command again{how}"
 
 
 LINE_WIDTH = 100  # printed diagnostics wrap here
