@@ -49,7 +49,7 @@ def assert_equal_outputs(a: Path, b: Path) -> None:
 
 
 def saved_config(out: Path, name: str = "lpl") -> dict:
-    return json.loads((out / "logs" / f"{name}_config.json").read_text())
+    return json.loads((out / "logs" / f"{name}_run.json").read_text())
 
 
 # ---------------------------------------------------------------------------------------- 1. a run in use is locked
@@ -249,7 +249,7 @@ def test_every_command_that_trains_defaults_to_the_accelerator(monkeypatch):
 def test_config_reruns_a_saved_run_and_flags_vary_it(tmp_path, capsys):
     first = tmp_path / "first"
     assert run(train(first, "--lr-hebb", "0.002", "--name", "mine"), capsys)[0] == 0
-    saved = first / "logs" / "mine_config.json"
+    saved = first / "logs" / "mine_run.json"
     assert run(["train", "--config", str(saved), "--output-dir", str(tmp_path / "again")], capsys)[0] == 0
     assert_equal_outputs(first, tmp_path / "again")
     assert run(["train", "--config", str(saved), "--output-dir", str(tmp_path / "variant"), "--lr-pred", "0"],
@@ -263,7 +263,7 @@ def test_config_reruns_a_saved_run_and_flags_vary_it(tmp_path, capsys):
 
 
 def test_config_never_takes_resume_or_overwrite_from_the_file(tmp_path):
-    saved = tmp_path / "logs" / "lpl_config.json"
+    saved = tmp_path / "logs" / "lpl_run.json"
     saved.parent.mkdir()
     saved.write_text(json.dumps({"config": {"resume": True, "overwrite": True, "steps": 7}}))
     config = parse_config(lpl.train.dense.DenseConfig, ["--config", str(saved)], "lpl train", "")
@@ -274,7 +274,7 @@ def test_config_never_takes_resume_or_overwrite_from_the_file(tmp_path):
     ('{"config": {"objective": "lpl", "channels": [4], "steps": 3}}',
      "holds the settings of lpl train-deep, not of this one (--channels, --objective are not its flags); pass it to "
      "that command"),
-    ("not json", "is not a saved run config (a run's <output-dir>/logs/<name>_config.json); check the path"),
+    ("not json", "is not a saved run config (a run's <output-dir>/logs/<name>_run.json); check the path"),
 ])
 def test_config_of_another_command_or_no_config_is_refused(content, message, tmp_path, capsys):
     saved = tmp_path / "saved.json"
@@ -304,7 +304,7 @@ def test_resume_finds_the_only_run_of_the_command_and_asks_which_of_several(tmp_
     assert status == 2
     assert error_line(err, "train") == (
         f"lpl train: error: --resume: {out} holds several runs of this command (first, second); name the one to "
-        f"continue: --config {out / 'logs' / '<name>_config.json'} --resume (see lpl train --help)")
+        f"continue: --config {out / 'logs' / '<name>_run.json'} --resume (see lpl train --help)")
 
 
 # ---------------------------------------------------------------------------------------- 7. --tensorboard
