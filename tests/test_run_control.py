@@ -8,19 +8,22 @@ import json
 import os
 import platform
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from test_edges import DENSE, error_line, files, run
 
+import lpl.cli
 import lpl.config
+import lpl.train.deep
 import lpl.train.dense
 from lpl.cli import COMMANDS
 from lpl.config import parse_config, resolve_device, setting_meaning
 from lpl.train import run as loop
 from lpl.train.deep import DeepConfig
-from lpl.validation import LPLError
 
 pytestmark = pytest.mark.usefixtures("small_shapes")
 
@@ -84,24 +87,37 @@ def test_a_run_in_use_is_refused_and_a_killed_run_leaves_no_lock(tmp_path, capsy
     assert status == 0, err
 
 
-def test_the_lock_is_held_from_the_start_to_the_after_training_export_and_released_after_errors(tmp_path, monkeypatch,
-                                                                                              capsys):
+PROBE = "import fcntl, os, sys; fcntl.flock(os.open(sys.argv[1], os.O_RDONLY), fcntl.LOCK_SH | fcntl.LOCK_NB)"
+
+
+def locked(path: Path) -> bool:
+    """Whether a process holds the run lock ``path``, tried from another process as a second run would."""
+    return subprocess.run([sys.executable, "-I", "-S", "-c", PROBE, str(path)], capture_output=True).returncode != 0
+
+
+@pytest.mark.usefixtures("small_heads")
+def test_the_lock_is_held_from_the_start_to_the_readouts(tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
-    layout = lpl.train.dense.DenseConfig(output_dir=str(out)).layout()
-    real_export, held = lpl.train.dense.save_export, []
+    lock = loop.RunLock(DeepConfig(output_dir=str(out)).layout()).path
+    held = []
 
-    def export(path, *args, **kwargs):
-        with pytest.raises(LPLError, match="is in use"):  # this process holds it, through another file handle
-            loop.RunLock(layout).check()
-        held.append(path.name)
-        return real_export(path, *args, **kwargs)
+    def probed(module, name: str):
+        real = getattr(module, name)
 
-    monkeypatch.setattr(lpl.train.dense, "save_export", export)
-    assert run(train(out), capsys)[0] == 0
-    assert held == ["activations_before.pt", "activations_after.pt"]
-    loop.RunLock(layout).check()  # released at the end
-    assert run(train(out, "--resume", "--lr-hebb", "0.5"), capsys)[0] == 2  # refused after taking the lock
-    loop.RunLock(layout).check()  # released after the error
+        def call(*args, **kwargs):
+            held.append((name, locked(lock)))
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, call)
+
+    probed(lpl.train.deep, "save_export")
+    probed(lpl.cli, "write_readouts")
+    argv = ["train-deep", "--dataset", "shapes", "--channels", "4", "8", "--pool-after", "1", "--batch-size", "16",
+            "--eval-train", "64", "--eval-epochs", "1", "--readout-grid", "0", "--num-export", "48", "--steps", "2",
+            "--no-progress", "--output-dir", str(out)]
+    assert run(argv, capsys)[0] == 0
+    assert held == [("save_export", True), ("save_export", True), ("write_readouts", True)]
+    assert not locked(lock)  # released when the command ends
 
 
 def test_ranks_of_torchrun_lock_their_own_folders(tmp_path):
@@ -167,6 +183,7 @@ def test_resume_with_other_settings_names_them_and_never_suggests_deleting_the_r
         "--max-shift 3 (now 2)); rerun with the original values (--resume alone takes them from the run), or start "
         "a new run in another --output-dir")
     assert results() == before
+    assert not locked(out / ".lpl.lock")  # the lock it took is released after the error
 
 
 # ---------------------------------------------------------------------------------------- 3. Ctrl-C

@@ -19,7 +19,7 @@ from lpl.reproduce import ReproduceConfig, reproduce
 from lpl.train.byol import BYOLConfig, train_byol
 from lpl.train.deep import DeepConfig, train_deep
 from lpl.train.dense import HIERARCHICAL, DenseConfig, train_dense
-from lpl.train.run import EXIT_INTERRUPTED, RunResult, after_interrupt
+from lpl.train.run import EXIT_INTERRUPTED, RunResult, after_interrupt, keep_run_locks
 from lpl.train.sanity import SanityConfig, sanity_check
 from lpl.validation import LPLError
 
@@ -96,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = parse_config(command.config, rest, prog=f"lpl {name}", description=command.help, preset=command.preset,
                           commands={n: c.config for n, c in COMMANDS.items()})
     try:
-        result = command.run(config)
+        with keep_run_locks():  # a run's folder stays locked until the command ends (e.g. train-deep's readouts)
+            result = command.run(config)
     except LPLError as exc:
         return _fail(name, str(exc))
     except (RuntimeError, MemoryError) as exc:

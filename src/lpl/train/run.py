@@ -17,6 +17,7 @@ TensorBoard events. A trainer's loop then reads::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import platform
@@ -29,7 +30,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from tqdm.auto import tqdm
 
@@ -122,15 +123,18 @@ class StopRequest:
 class RunLock:
     """``<root>/.<name>.lock``, locked (``flock``) by the process writing the run: the operating system lets go
     of it when that process ends, however it ends, so a killed run leaves no stale lock (the empty file stays).
-    Ranks of torchrun write different roots. Where there is no ``fcntl`` (Windows) runs are not locked."""
+    A process holds a run's lock once however often it takes it; inside ``keep_run_locks`` a run's end does not
+    release it. Ranks of torchrun write different roots. Without ``fcntl`` (Windows) runs are not locked."""
+
+    held: ClassVar[dict[Path, int]] = {}  # this process's locks and their file descriptors
+    keeping: ClassVar[bool] = False
 
     def __init__(self, layout: RunLayout):
-        self.layout, self.path = layout, layout.root / f".{layout.name}.lock"
-        self.fd: int | None = None
+        self.layout, self.path = layout, Path(os.path.abspath(layout.root / f".{layout.name}.lock"))
 
     def check(self) -> None:
         """Raise if another process holds the lock (creates nothing)."""
-        if fcntl is None or not self.path.is_file():
+        if fcntl is None or self.path in RunLock.held or not self.path.is_file():
             return
         fd = os.open(self.path, os.O_RDONLY)
         try:
@@ -140,7 +144,7 @@ class RunLock:
 
     def acquire(self) -> None:
         """Take the lock for this process, or raise if another one holds it."""
-        if fcntl is None:
+        if fcntl is None or self.path in RunLock.held:
             return
         self.layout.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -151,12 +155,12 @@ class RunLock:
         except BaseException:
             os.close(fd)
             raise
-        self.fd = fd
+        RunLock.held[self.path] = fd
 
     def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        """Let go of the lock, unless inside ``keep_run_locks``."""
+        if not RunLock.keeping and self.path in RunLock.held:
+            os.close(RunLock.held.pop(self.path))
 
     def _lock(self, fd: int, kind: int) -> None:
         assert fcntl is not None
@@ -167,6 +171,22 @@ class RunLock:
             who = f"process {holder[0]} on {holder[1]}" if len(holder) == 2 else "another process"
             raise LPLError(f"{self.layout.root} is in use: {who} is writing the '{self.layout.name}' run there; "
                            f"wait for it to end, or choose another --output-dir") from None
+
+
+@contextlib.contextmanager
+def keep_run_locks() -> Iterator[None]:
+    """Hold the lock of every run that ends inside until the end (of a command whose later steps read its
+    runs: train-deep's readouts, the demo's and reproduce's reports)."""
+    if RunLock.keeping:
+        yield
+        return
+    RunLock.keeping = True
+    try:
+        yield
+    finally:
+        RunLock.keeping = False
+        while RunLock.held:
+            os.close(RunLock.held.popitem()[1])
 
 
 def check_output_dir(layout: RunLayout, resume: bool, overwrite: bool) -> None:
