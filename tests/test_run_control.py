@@ -324,6 +324,16 @@ def test_resume_finds_the_only_run_of_the_command_and_asks_which_of_several(tmp_
         f"continue: --config {out / 'logs' / '<name>_run.json'} --resume (see lpl train --help)")
 
 
+def test_sanity_resumes_without_no_overwrite(tmp_path, capsys):
+    """lpl sanity overwrites its folder by default; --resume turns that off rather than clashing with it."""
+    argv = ["sanity", "--features", "64", "--units", "8", "--batch-size", "16", "--log-every", "2", "--no-progress",
+            "--output-dir", str(tmp_path)]
+    assert run([*argv, "--steps", "2"], capsys)[0] == 0
+    status, stdout, err = run([*argv, "--steps", "4", "--resume"], capsys)
+    assert status == 0, err
+    assert "resuming 'sanity'" in stdout and "OK: finite after 4 steps" in stdout
+
+
 # ---------------------------------------------------------------------------------------- 7. --tensorboard
 class FakeWriter:
     """``SummaryWriter``'s calls that ``TensorBoardLog`` makes, recorded; its event file is created at once, as

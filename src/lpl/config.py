@@ -96,7 +96,7 @@ def flag(name: str) -> str:
 # other integer flag is a count >= 0. One bound per flag, so that every value below it gets the same message.
 MINIMUM = {**dict.fromkeys(("steps", "epochs", "log_every", "keep_checkpoints", "num_export", "lpl_steps",
                             "byol_steps", "features", "units", "eval_train", "eval_epochs", "ablation_epochs",
-                            "dims", "channels", "pool_after"), 1),
+                            "dims"), 1),
            "batch_size": 2,  # the objectives need batch statistics
            "image_size": 2}
 
@@ -135,7 +135,7 @@ def check_device(device: str) -> None:
     try:
         parsed = torch.device(device)
     except RuntimeError:
-        raise LPLError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:<index>") from None
+        raise LPLError(f"--device {device!r} is not a torch device; use auto, cpu, cuda or cuda:<index>") from None
     if parsed.type == "cuda":
         require(torch.cuda.is_available(), f"--device {device} was asked for but CUDA is not available "
                 "here; use --device cpu")
