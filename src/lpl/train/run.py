@@ -303,7 +303,7 @@ class TrainingRun:
         try:
             self._start()
         except BaseException:
-            self.lock.release()
+            self._let_go()
             raise
         self.stop.__enter__()
         return self
@@ -341,9 +341,13 @@ class TrainingRun:
         try:
             self._finish(exc_type)
         finally:
-            if self.tensorboard is not None:
-                self.tensorboard.close()
-            self.lock.release()
+            self._let_go()
+
+    def _let_go(self) -> None:
+        """Close the TensorBoard events and release the lock (``keep_run_locks`` may keep it)."""
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+        self.lock.release()
 
     def _finish(self, exc_type: Any) -> None:
         self.stop.__exit__()
