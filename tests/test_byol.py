@@ -80,7 +80,7 @@ def test_cifar_run_with_temporal_views(tmp_path, cifar_dir):
 
 @pytest.mark.parametrize("flags, message", [
     (["--tau", "1.5"], "--tau must be in [0, 1)"),
-    (["--lr", "0"], "--lr must be positive"),
+    (["--lr", "0"], "--lr must be a positive number, got 0.0"),
     (["--views", "fancy"], "invalid choice"),
 ])
 def test_bad_flags(flags, message, capsys):

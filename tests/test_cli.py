@@ -25,9 +25,12 @@ def test_every_config_field_is_a_flag(name, capsys):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--steps", "0"], "--steps must be positive"),
-    (["--batch-size", "1"], "at least 2"),
-    (["--lr-hebb", "-1"], "--lr-hebb must be >= 0"),
+    (["--steps", "0"], "--steps must be a positive integer, got 0"),
+    (["--steps", "-3"], "--steps must be a positive integer, got -3"),
+    (["--batch-size", "1"], "--batch-size must be an integer >= 2, got 1"),
+    (["--dims", "1024"], "--dims needs the input size and at least one layer size (e.g. --dims 3072 128), got [1024]"),
+    (["--dims", "1024", "0"], "each value of --dims must be a positive integer, got [1024, 0]"),
+    (["--lr-hebb", "-1"], "--lr-hebb must be a non-negative number, got -1.0"),
     (["--steps", "ten"], "invalid int value"),
     (["--no-such-flag"], "unrecognized arguments"),
     (["--step", "3"], "unrecognized arguments: --step"),  # no abbreviations: a typo never runs by accident

@@ -1,10 +1,13 @@
 """Config helpers: fields declared once and passed on, per-class defaults, field checks."""
 
+import dataclasses
+import typing
 from dataclasses import dataclass
 
 import pytest
 
-from lpl.config import check_fields, inherited, option, passed_on, with_default
+from lpl.cli import COMMANDS
+from lpl.config import check_fields, field_default, flag, inherited, option, passed_on, with_default
 from lpl.validation import LPLError
 
 
@@ -62,5 +65,26 @@ def test_a_misspelled_source_field_fails_at_definition():
 def test_check_fields_names_the_flag():
     with pytest.raises(LPLError, match="--rate must be a finite number"):
         check_fields(Source(rate=float("nan")))
-    with pytest.raises(LPLError, match="--seed must be >= 0"):
+    with pytest.raises(LPLError, match="--seed must be a non-negative integer, got -1"):
         check_fields(Source(seed=-1))
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_bad_value_of_a_numeric_flag_gets_the_same_message(command):
+    """``--steps 0`` and ``--steps -3`` (or ``--batch-size 1`` and ``-3``) fail with one message naming the flag,
+    whichever check catches them."""
+    config_cls = COMMANDS[command].config
+    hints = typing.get_type_hints(config_cls)
+    for field in dataclasses.fields(config_cls):
+        default, tp = field_default(field), hints[field.name]
+        if field.metadata.get("positional") or tp not in (int, int | None, float, list[int]):
+            continue
+        messages = set()
+        for bad in (-3, -1, 0, 1):
+            value = [*default[:-1], bad] if tp == list[int] else float(bad) if tp is float else bad
+            try:
+                config_cls(**{field.name: value})
+            except LPLError as exc:
+                assert str(exc).startswith(flag(field.name)) or str(exc).startswith(f"each value of {flag(field.name)}")
+                messages.add(str(exc).replace(f"got {value}", "got <value>"))
+        assert len(messages) <= 1, messages

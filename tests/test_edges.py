@@ -86,8 +86,8 @@ def files(folder: Path) -> dict[Path, tuple[int, bytes]]:
     # 9. values that are not finite or negative
     (["train", "--lr-hebb", "nan"], 2, "--lr-hebb must be a finite number"),
     (["train", "--lr-hebb", "inf"], 2, "--lr-hebb must be a finite number"),
-    (["train", "--max-shift", "-3"], 2, "--max-shift must be >= 0"),
-    (["demo", "--lpl-steps", "0"], 2, "--lpl-steps must be positive"),
+    (["train", "--max-shift", "-3"], 2, "--max-shift must be a non-negative integer, got -3"),
+    (["demo", "--lpl-steps", "0"], 2, "--lpl-steps must be a positive integer, got 0"),
     (["demo", "--resume", "--overwrite"], 2, "exclude each other"),
     # 10. a bad flag: one line, not the usage
     (["train", "--no-such-flag"], 2, "unrecognized arguments: --no-such-flag"),

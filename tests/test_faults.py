@@ -91,6 +91,7 @@ def test_sigterm_to_a_real_process_writes_a_resumable_checkpoint_and_says_how_to
 
     process = subprocess.Popen([sys.executable, "-m", "lpl.cli", *args(100_000)[:-1], "--log-every", "20"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == f"training 'lpl' on cpu; results in {out}\n"
     first_log = process.stdout.readline()  # the first diagnostics line: training is under way
     assert first_log.startswith("step 20/")
     process.send_signal(signal.SIGTERM)
@@ -151,7 +152,7 @@ def test_kill_9_during_writes_leaves_old_or_new_files_never_half(tmp_path):
         process.kill()
 
 
-def test_corrupt_latest_checkpoint_is_detected_and_the_previous_one_used(tmp_path):
+def test_corrupt_latest_checkpoint_is_detected_and_the_previous_one_used(tmp_path, capsys):
     assert main(_args("train", tmp_path / "whole", steps=8)) == 0
     split = tmp_path / "split"
     assert main(_args("train", split, steps=6)) == 0
@@ -161,19 +162,25 @@ def test_corrupt_latest_checkpoint_is_detected_and_the_previous_one_used(tmp_pat
     newest.write_bytes(bytes(data))
     with pytest.raises(LPLError, match="checksum mismatch"):
         load_checkpoint(newest)
-    with pytest.warns(UserWarning, match="trying the previous checkpoint"):
-        assert main([*_args("train", split, steps=8), "--resume"]) == 0
+    capsys.readouterr()
+    assert main([*_args("train", split, steps=8), "--resume"]) == 0
+    # One plain line, not a warning with its source line
+    assert capsys.readouterr().err == f"checkpoint {newest} is corrupt (checksum mismatch); trying the previous " \
+                                      "checkpoint\n"
     _assert_same_outputs("train", tmp_path / "whole", split)
 
 
-def test_truncated_checkpoint_is_rejected(tmp_path):
+def test_truncated_checkpoint_is_rejected(tmp_path, capsys):
     assert main(_args("train", tmp_path, steps=2)) == 0
     (newest,) = CheckpointFolder(tmp_path / "weights", "lpl").paths()
     newest.write_bytes(newest.read_bytes()[:100])
     with pytest.raises(LPLError, match="truncated|corrupt"):
         load_checkpoint(newest)
-    with pytest.warns(UserWarning, match="trying the previous checkpoint"):
-        assert main([*_args("train", tmp_path, steps=4), "--resume"]) == 2  # no good checkpoint left
+    capsys.readouterr()
+    assert main([*_args("train", tmp_path, steps=4), "--resume"]) == 2  # no good checkpoint left
+    first, error = capsys.readouterr().err.splitlines()
+    assert first == f"checkpoint {newest} is corrupt (checksum mismatch); trying the previous checkpoint"
+    assert error.startswith("lpl train: error: --resume: no usable checkpoint of 'lpl'")
 
 
 def test_resume_refuses_changed_settings(tmp_path, capsys):
@@ -249,6 +256,8 @@ def test_a_slow_disk_postpones_checkpoints_and_never_holds_up_training(tmp_path,
         resume: bool = False
         overwrite: bool = False
         progress: bool = False
+        tensorboard: bool = False
+        device: str = "cpu"
 
     monkeypatch.setattr(CheckpointFolder, "save", slow_save)
     state = SimpleNamespace(step=0)

@@ -19,7 +19,7 @@ from lpl.reproduce import ReproduceConfig, reproduce
 from lpl.train.byol import BYOLConfig, train_byol
 from lpl.train.deep import DeepConfig, train_deep
 from lpl.train.dense import HIERARCHICAL, DenseConfig, train_dense
-from lpl.train.run import EXIT_INTERRUPTED, RunResult
+from lpl.train.run import EXIT_INTERRUPTED, RunResult, after_interrupt, keep_run_locks
 from lpl.train.sanity import SanityConfig, sanity_check
 from lpl.validation import LPLError
 
@@ -93,9 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         return _fail("", f"unknown command {name!r}; run 'lpl --help' for the list")
     command = COMMANDS[name]
-    config = parse_config(command.config, rest, prog=f"lpl {name}", description=command.help, preset=command.preset)
+    config = parse_config(command.config, rest, prog=f"lpl {name}", description=command.help, preset=command.preset,
+                          commands={n: c.config for n, c in COMMANDS.items()})
     try:
-        result = command.run(config)
+        with keep_run_locks():  # a run's folder stays locked until the command ends (e.g. train-deep's readouts)
+            result = command.run(config)
     except LPLError as exc:
         return _fail(name, str(exc))
     except (RuntimeError, MemoryError) as exc:
@@ -104,9 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         known = [flag(f) for f in MEMORY_FLAGS if hasattr(config, f)]
         return _fail(name, "out of memory" + (f"; lower {' or '.join(known)}" if known else ""))
     except KeyboardInterrupt:
-        again = "; continue with the same command plus --resume" if hasattr(config, "resume") else ""
-        return _fail(name, f"interrupted; files written so far are complete, nothing was half-written{again}",
-                     EXIT_INTERRUPTED)
+        again = after_interrupt(config)
+        return _fail(name, "interrupted; files written so far are complete, nothing was half-written"
+                     + (f"; {again}" if again else ""), EXIT_INTERRUPTED)
     except OSError as exc:
         if exc.errno not in (errno.EROFS, errno.EACCES, errno.ENOSPC, errno.ENOTDIR, errno.EEXIST, errno.EDQUOT):
             raise

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lpl.analysis.report import write_report
-from lpl.config import TrainConfig, check_fields, inherited, option, passed_on, require, require_positive
+from lpl.config import TrainConfig, check_fields, inherited, option, passed_on, require
 from lpl.train.byol import BYOLConfig, train_byol
 from lpl.train.checkpoint import CheckpointFolder
 from lpl.train.dense import HIERARCHICAL, DenseConfig, train_dense
@@ -32,7 +32,6 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        require_positive(self, "lpl_steps", "byol_steps", "num_export")
         require(not (self.resume and self.overwrite), "--resume and --overwrite exclude each other; pick one")
 
 

@@ -45,7 +45,7 @@ from lpl.analysis.deep_report import (
 from lpl.analysis.document import Bullets, Figure, Heading, Paragraph, to_markdown
 from lpl.analysis.readout import pixel_readout, write_readouts
 from lpl.analysis.verdicts import judge, pct, ranking, spans, tolerance
-from lpl.config import PLACEMENT, check_device, check_fields, inherited, option, passed_on, require
+from lpl.config import PLACEMENT, check_fields, inherited, option, passed_on, require, resolve_device
 from lpl.data import load_splits
 from lpl.io import atomic_write_json, atomic_write_text, git_revision, read_json
 from lpl.train.checkpoint import CheckpointFolder
@@ -110,12 +110,10 @@ class ReproduceConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        check_device(self.device)
+        self.device = resolve_device(self.device)
         unknown = sorted(set(self.variants) - set(NAMES))
         require(not unknown, f"--variants: unknown {', '.join(unknown)}; valid names: {', '.join(NAMES)}")
         require(bool(self.variants), f"--variants needs at least one of {', '.join(NAMES)}")
-        require(self.eval_train >= 1 and self.eval_epochs >= 1, "--eval-train and --eval-epochs must be positive")
-        require(self.ablation_epochs >= 1, "--ablation-epochs must be positive")
         self.deep_config("lpl")  # the shared settings are checked as train-deep checks them
 
     def folder(self, name: str) -> Path:

@@ -38,8 +38,7 @@ class BYOLConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require_positive(self, "steps", "log_every", "lr")
-        require(self.batch_size >= 2, "--batch-size must be at least 2 (BatchNorm needs two samples)")
+        require_positive(self, "lr")
         require(0.0 <= self.tau < 1.0, f"--tau must be in [0, 1), got {self.tau}")
 
     def layout(self) -> RunLayout:

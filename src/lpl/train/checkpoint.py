@@ -6,12 +6,13 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-import warnings
+import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from lpl.io import atomic_write_bytes
 from lpl.validation import LPLError
@@ -63,12 +64,12 @@ class CheckpointFolder:
         return path
 
     def latest(self) -> tuple[dict[str, Any], Path] | None:
-        """The newest checkpoint that verifies; corrupt ones are skipped with a warning."""
+        """The newest checkpoint that verifies; each corrupt one is skipped with a line on stderr."""
         for path in reversed(self.paths()):
             try:
                 return load_checkpoint(path), path
             except LPLError as exc:
-                warnings.warn(f"{exc}; trying the previous checkpoint", stacklevel=2)
+                tqdm.write(f"{exc}; trying the previous checkpoint", file=sys.stderr)
         return None
 
     def clear(self) -> None:

@@ -11,7 +11,7 @@ from typing import Any, cast
 import torch
 
 from lpl.analysis.metrics import collapsed_units
-from lpl.config import TrainConfig, option, require, require_positive, with_default
+from lpl.config import TrainConfig, flag, option, require, require_positive, with_default
 from lpl.data import load_splits
 from lpl.data.augment import WeakAugmentSpec
 from lpl.data.images import ImageSet
@@ -51,14 +51,11 @@ class DenseConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require_positive(self, "steps", "log_every")
-        require(self.batch_size >= 2, "--batch-size must be at least 2 (LPL needs batch statistics)")
-        require(len(self.dims) >= 2 and min(self.dims) > 0,
-                f"--dims needs positive sizes, input first; got {self.dims}")
+        require(len(self.dims) >= 2, f"--dims needs the input size and at least one layer size (e.g. --dims "
+                f"3072 128), got {self.dims}")
         for rate in ("lr_hebb", "lr_pred", "lr_stab"):
-            require(getattr(self, rate) >= 0, f"--{rate.replace('_', '-')} must be >= 0, got {getattr(self, rate)}")
-        require(self.max_update_norm > 0, "--max-update-norm must be positive")
-        require(self.weight_bound > 0, "--weight-bound must be positive")
+            require(getattr(self, rate) >= 0, f"{flag(rate)} must be a non-negative number, got {getattr(self, rate)}")
+        require_positive(self, "max_update_norm", "weight_bound")
         require(0 <= self.jitter < 1, f"--jitter must be in [0, 1), got {self.jitter}")
 
     def objective(self) -> LPLObjective:

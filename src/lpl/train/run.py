@@ -1,10 +1,11 @@
 """Everything about not losing a run, in one piece every trainer shares.
 
-``TrainingRun`` guards earlier outputs, saves the config with the git revision, resumes from the
-newest good checkpoint, exports the representations before and after training, turns SIGINT and
-SIGTERM into a checkpoint and a clean stop, stops on non-finite values with the last finite
-weights kept, and writes checksummed checkpoints from a background thread (by wall time and
-optionally every N steps, always at the end). A trainer's loop then reads::
+``TrainingRun`` guards earlier outputs, locks the run against a second process writing it, saves the
+config with the git revision, resumes from the newest good checkpoint, exports the representations
+before and after training, turns SIGINT and SIGTERM into a checkpoint and a clean stop, stops on
+non-finite values with the last finite weights kept, writes checksummed checkpoints from a background
+thread (by wall time and optionally every N steps, always at the end) and, if asked, the log records as
+TensorBoard events. A trainer's loop then reads::
 
     with TrainingRun(config, layout, schedule, state, export, samples_per_step) as run:
         for step in run.steps():
@@ -16,30 +17,39 @@ optionally every N steps, always at the end). A trainer's loop then reads::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import platform
 import signal
 import sys
 import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
 from tqdm.auto import tqdm
 
-from lpl.config import RUN_CONTROL
-from lpl.io import atomic_write_jsonl, run_metadata
+from lpl.config import PLACEMENT, RUN_CONTROL, flag, setting_meaning
+from lpl.io import atomic_write_jsonl, read_json, run_metadata
 from lpl.layout import TAGS, RunLayout, write_record
 from lpl.train.checkpoint import CheckpointFolder, CheckpointWriter
 from lpl.validation import LPLError
 
+try:
+    import fcntl
+except ImportError:  # Windows: runs are not locked
+    fcntl = None  # type: ignore[assignment]
+
 EXIT_NONFINITE = 3
 EXIT_INTERRUPTED = 130
-# Config fields that may differ between a run and its resumption without changing its results.
-RESUMABLE_CHANGES = RUN_CONTROL | {"steps"}
+# Config fields that may differ between a run and its resumption without changing its results (placement: up to
+# floating-point order).
+RESUMABLE_CHANGES = RUN_CONTROL | PLACEMENT | {"steps"}
 
 
 @dataclass(frozen=True)
@@ -110,12 +120,83 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
+class RunLock:
+    """``<root>/.<name>.lock``, locked (``flock``) by the process writing the run: the operating system lets go
+    of it when that process ends, however it ends, so a killed run leaves no stale lock (the empty file stays).
+    A process holds a run's lock once however often it takes it; inside ``keep_run_locks`` a run's end does not
+    release it. Ranks of torchrun write different roots. Without ``fcntl`` (Windows) runs are not locked."""
+
+    held: ClassVar[dict[Path, int]] = {}  # this process's locks and their file descriptors
+    keeping: ClassVar[bool] = False
+
+    def __init__(self, layout: RunLayout):
+        self.layout, self.path = layout, Path(os.path.abspath(layout.root / f".{layout.name}.lock"))
+
+    def check(self) -> None:
+        """Raise if another process holds the lock (creates nothing)."""
+        if fcntl is None or self.path in RunLock.held or not self.path.is_file():
+            return
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            self._lock(fd, fcntl.LOCK_SH)
+        finally:
+            os.close(fd)  # lets go of the probe's lock
+
+    def acquire(self) -> None:
+        """Take the lock for this process, or raise if another one holds it."""
+        if fcntl is None or self.path in RunLock.held:
+            return
+        self.layout.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            self._lock(fd, fcntl.LOCK_EX)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {platform.node()}\n".encode())
+        except BaseException:
+            os.close(fd)
+            raise
+        RunLock.held[self.path] = fd
+
+    def release(self) -> None:
+        """Let go of the lock, unless inside ``keep_run_locks``."""
+        if not RunLock.keeping and self.path in RunLock.held:
+            os.close(RunLock.held.pop(self.path))
+
+    def _lock(self, fd: int, kind: int) -> None:
+        assert fcntl is not None
+        try:
+            fcntl.flock(fd, kind | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").split()
+            who = f"process {holder[0]} on {holder[1]}" if len(holder) == 2 else "another process"
+            raise LPLError(f"{self.layout.root} is in use: {who} is writing the '{self.layout.name}' run there; "
+                           f"wait for it to end, or choose another --output-dir") from None
+
+
+@contextlib.contextmanager
+def keep_run_locks() -> Iterator[None]:
+    """Hold the lock of every run that ends inside until the end (of a command whose later steps read its
+    runs: train-deep's readouts, the demo's and reproduce's reports)."""
+    if RunLock.keeping:
+        yield
+        return
+    RunLock.keeping = True
+    try:
+        yield
+    finally:
+        RunLock.keeping = False
+        while RunLock.held:
+            os.close(RunLock.held.popitem()[1])
+
+
 def check_output_dir(layout: RunLayout, resume: bool, overwrite: bool) -> None:
-    """A usable, writable output folder that holds no earlier results unless asked to replace them."""
+    """A usable, writable output folder that no other process is writing and that holds no earlier results
+    unless asked to replace them."""
     root = layout.root
     blocking = next((p for p in (root, *root.parents) if p.exists() and not p.is_dir()), None)
     if blocking is not None:
         raise LPLError(f"--output-dir {root}: {blocking} is a file, not a folder; choose another --output-dir")
+    RunLock(layout).check()
     existing = layout.earlier_results()
     if existing and not (overwrite or resume):
         names = ", ".join(str(p) for p in existing[:3])
@@ -128,6 +209,34 @@ def check_output_dir(layout: RunLayout, resume: bool, overwrite: bool) -> None:
         os.unlink(probe)
     except OSError as exc:
         raise LPLError(f"--output-dir {root} is not writable ({exc.strerror}); choose another --output-dir") from None
+
+
+def changed_settings(saved: Mapping[str, Any], saved_cwd: str | None, config: Any) -> list[str]:
+    """The settings of ``config`` whose meaning differs from those ``saved`` by a run in the working folder
+    ``saved_cwd`` (paths compared as absolute paths; ``RESUMABLE_CHANGES`` not compared), as
+    ``--flag <saved> (now <current>)``."""
+    current = dataclasses.asdict(config)
+    return [f"{flag(k)} {saved.get(k)!r} (now {current.get(k)!r})" for k in sorted(set(saved) | set(current))
+            if k not in RESUMABLE_CHANGES
+            and setting_meaning(k, saved.get(k), saved_cwd) != setting_meaning(k, current.get(k))]
+
+
+def after_interrupt(config: Any) -> str:
+    """What to do after Ctrl-C stopped the command of ``config`` outside a training loop (which checkpoints and
+    says so itself): continue with --resume where a checkpoint of these settings exists, else run it again."""
+    if not hasattr(config, "resume"):
+        return ""
+    resume = "continue with the same command plus --resume"
+    if not hasattr(config, "layout"):  # a command of several runs (demo): its --resume starts what has no checkpoint
+        return resume
+    layout = config.layout()
+    saved = read_json(layout.record_file) or {}
+    if (CheckpointFolder(layout.weights, layout.name).paths() and isinstance(saved.get("config"), dict)
+            and not changed_settings(saved["config"], saved.get("cwd"), config)):
+        return resume
+    how = (" without --resume" if config.resume else
+           " with --overwrite" if layout.earlier_results() and not config.overwrite else "")
+    return f"no checkpoint of this run was saved yet, so there is nothing to resume: run the same command again{how}"
 
 
 LINE_WIDTH = 100  # printed diagnostics wrap here
@@ -184,11 +293,24 @@ class TrainingRun:
         self.checkpoints = CheckpointFolder(layout.weights, layout.name, config.keep_checkpoints)
         self.writer = CheckpointWriter(self.checkpoints)
         self.stop = StopRequest()
+        self.lock = RunLock(layout)
+        self.tensorboard: TensorBoardLog | None = None
 
     # ------------------------------------------------------------------ start and end
     def __enter__(self) -> TrainingRun:
+        check_output_dir(self.layout, self.config.resume, self.config.overwrite)
+        self.lock.acquire()
+        try:
+            self._start()
+        except BaseException:
+            self._let_go()
+            raise
+        self.stop.__enter__()
+        self.started = time.perf_counter()
+        return self
+
+    def _start(self) -> None:
         config = self.config
-        check_output_dir(self.layout, config.resume, config.overwrite)
         resumed_from = None
         if config.resume:
             found = self.checkpoints.latest()
@@ -196,7 +318,7 @@ class TrainingRun:
                 raise LPLError(f"--resume: no usable checkpoint of '{self.layout.name}' in {self.layout.weights}; "
                                f"run without --resume (add --overwrite to replace earlier results)")
             saved, resumed_from = found
-            self._check_resumable(saved["config"])
+            self._check_resumable(saved)
             self.state.load_state_dict(saved["state"])
             self.records, self.start = saved["records"], saved["step"]
         else:
@@ -205,17 +327,30 @@ class TrainingRun:
             write_record(self.layout, {
                 **self.describe, "config": dataclasses.asdict(config), "schedule": dataclasses.asdict(self.schedule),
                 "run": run_metadata(), "activation_files": [self.layout.activation_file(t).name for t in TAGS],
-                "resumed_from": str(resumed_from) if resumed_from else None})
+                "resumed_from": str(resumed_from) if resumed_from else None, "cwd": os.getcwd()})
+            if config.tensorboard:
+                self.tensorboard = TensorBoardLog(self.layout.root / "tensorboard" / self.layout.name, self.records,
+                                                  self.start if resumed_from else None)
         if resumed_from:
-            tqdm.write(f"resuming '{self.layout.name}' from {resumed_from} at step {self.start}")
+            tqdm.write(f"resuming '{self.layout.name}' from {resumed_from} at step {self.start} on {config.device}")
         else:
+            tqdm.write(f"training '{self.layout.name}' on {config.device}; results in {self.layout.root}")
             self.export("before")
         self.result.step = self.start
-        self.stop.__enter__()
-        self.started = time.perf_counter()
-        return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            self._finish(exc_type)
+        finally:
+            self._let_go()
+
+    def _let_go(self) -> None:
+        """Close the TensorBoard events and release the lock (``keep_run_locks`` may keep it)."""
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+        self.lock.release()
+
+    def _finish(self, exc_type: Any) -> None:
         self.stop.__exit__()
         try:
             if exc_type is None and self.result.status != "interrupted":
@@ -231,14 +366,12 @@ class TrainingRun:
             self.result.message = (f"'{self.layout.name}' finished {self.result.step} steps; "
                                    f"results in {self.layout.root}")
 
-    def _check_resumable(self, saved: dict[str, Any]) -> None:
-        current = dataclasses.asdict(self.config)
-        changed = sorted(k for k in set(saved) | set(current)
-                         if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+    def _check_resumable(self, checkpoint: dict[str, Any]) -> None:
+        changed = changed_settings(checkpoint["config"], checkpoint.get("cwd"), self.config)
         if changed:
-            detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
-            raise LPLError(f"cannot resume: the checkpoint was made with other settings ({detail}); "
-                           f"rerun with the original flags or start afresh with --overwrite")
+            raise LPLError(f"cannot resume '{self.layout.name}': it was started with other settings "
+                           f"({', '.join(changed)}); rerun with the original values (--resume alone takes them "
+                           f"from the run), or start a new run in another --output-dir")
 
     # ------------------------------------------------------------------ the loop
     def steps(self) -> Iterator[int]:
@@ -297,9 +430,50 @@ class TrainingRun:
         warnings.warn(self.result.message, RuntimeWarning, stacklevel=2)
 
     def _checkpoint_state(self, step: int) -> dict[str, Any]:
-        return {"step": step, "config": dataclasses.asdict(self.config), "state": self.state.state_dict(),
-                "records": list(self.records)}
+        return {"step": step, "config": dataclasses.asdict(self.config), "cwd": os.getcwd(),
+                "state": self.state.state_dict(), "records": list(self.records)}
 
     def _write_log(self) -> None:
         if self.write_outputs:
             atomic_write_jsonl(self.records, self.layout.log_file)
+        if self.tensorboard is not None:
+            self.tensorboard.write(self.records)
+
+
+def summary_writer(folder: Path, purge_step: int | None) -> Any:
+    """TensorBoard's ``SummaryWriter`` for ``folder`` (imported here: tensorboard is an optional extra)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(folder), purge_step=purge_step)
+
+
+class TensorBoardLog:
+    """The log records as TensorBoard events: numbers as scalars, other values (events) as text, at each
+    record's step. A fresh run replaces earlier event files; a resumed one hides the events from its
+    checkpoint's step on (``purge_step``) and writes its records from there again (all of them if there
+    were no events before)."""
+
+    def __init__(self, folder: Path, records: list[dict[str, Any]], resumed_at: int | None):
+        earlier = list(folder.glob("events.out.tfevents.*"))
+        if resumed_at is None:
+            for old in earlier:
+                old.unlink()
+        self.writer = summary_writer(folder, resumed_at)
+        # Written before: the records before the checkpoint's step, if that session wrote events.
+        self.written = sum(1 for r in records if earlier and resumed_at is not None and r["step"] < resumed_at)
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        """Write the records not written yet, and flush them to disk."""
+        for record in records[self.written:]:
+            for key, value in record.items():
+                if key == "step":
+                    continue
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    self.writer.add_scalar(key, value, record["step"])
+                else:
+                    self.writer.add_text(key, str(value), record["step"])
+        self.written = len(records)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

@@ -13,7 +13,7 @@ from typing import cast
 import torch
 
 from lpl.analysis.metrics import COLLAPSE_STD, collapsed_units
-from lpl.config import RunOptions, option, require, require_positive
+from lpl.config import RunOptions, option
 from lpl.layers import DENSE_RATES, DenseLPLLayer, DenseLPLStack
 from lpl.layout import RunLayout, save_export
 from lpl.objective import LPLObjective
@@ -39,11 +39,6 @@ class SanityConfig(RunOptions):
     output_dir: str = option("outputs/sanity", "folder for activations/, weights/ and logs/")
     overwrite: bool = option(True, "replace the outputs of an earlier sanity check")
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require_positive(self, "steps", "log_every", "features", "units")
-        require(self.batch_size >= 2, "--batch-size must be at least 2 (LPL needs batch statistics)")
-
 
 SANITY_TERMS = {**{k: DENSE_TERMS[k] for k in ("weight_norm", "update_norm", "collapsed_units")},
                 "act_var": Term("mean over units of each unit's variance over the batch", "stays well above 0.01",
@@ -52,10 +47,10 @@ SANITY_TERMS = {**{k: DENSE_TERMS[k] for k in ("weight_norm", "update_norm", "co
 
 def sanity_check(config: SanityConfig) -> int:
     """Run the check; returns 0 if everything stays finite and uncollapsed, else 1."""
-    generator = torch.Generator().manual_seed(config.seed)
-    stack = DenseLPLStack([config.features, config.units], config.seed)
+    generator, device = torch.Generator().manual_seed(config.seed), torch.device(config.device)
+    stack = DenseLPLStack([config.features, config.units], config.seed).to(device)
     objective = LPLObjective(config.lr_pred, config.lr_hebb, config.lr_stab, DENSE_RATES.reduction)
-    probe = torch.rand(1024, config.features, generator=torch.Generator().manual_seed(config.seed + 1))
+    probe = torch.rand(1024, config.features, generator=torch.Generator().manual_seed(config.seed + 1)).to(device)
     layout = RunLayout(Path(config.output_dir), "sanity", "sanity_activations")
 
     def export(tag: str) -> None:
@@ -84,7 +79,7 @@ def sanity_check(config: SanityConfig) -> int:
         for step in run.steps():
             earlier = torch.rand(config.batch_size, config.features, generator=generator)
             later = (earlier + config.noise * torch.randn(earlier.shape, generator=generator)).clamp_(0, 1)
-            (z,), norms = stack.plasticity_step(torch.stack((earlier, later)), objective)
+            (z,), norms = stack.plasticity_step(torch.stack((earlier, later)).to(device), objective)
             if not (torch.isfinite(norms).all() and torch.isfinite(z).all()):
                 run.nonfinite(step, step - 1, "activations or update")
                 break
