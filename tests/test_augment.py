@@ -1,8 +1,10 @@
+import pytest
 import torch
 
 from lpl.data.augment import WeakAugment, WeakAugmentSpec, replicate_pad
 from lpl.data.images import ImageSet
 from lpl.data.pairs import PairStream
+from lpl.validation import LPLError
 
 
 def _reference(image, shift_y, shift_x, flip, s):
@@ -75,3 +77,36 @@ def test_strong_pairs_are_two_augmentations_of_the_same_images():
     b = PairStream(data, "strong", seed=0)
     b.load_state_dict(state)
     assert torch.equal(b.next(8), expected)
+
+
+def _sequences() -> ImageSet:
+    """Three sequences of 5, 2 and 4 frames; every pixel of frame t of sequence s holds 10 s + t."""
+    ids = torch.tensor([0] * 5 + [1] * 2 + [2] * 4)
+    frames = torch.cat([torch.arange(n) for n in (5, 2, 4)])
+    images = (10 * ids + frames).to(torch.uint8).view(-1, 1, 1, 1).expand(-1, 1, 4, 4).contiguous()
+    return ImageSet(images, torch.zeros(11, dtype=torch.long), sequence=ids)
+
+
+def test_temporal_pairs_at_several_offsets_stay_in_their_sequence():
+    views = PairStream(_sequences(), "temporal", seed=0, max_offset=3).next(4000)[:, :, 0] * 255
+    earlier, later = views.round().long()
+    assert torch.equal(earlier // 10, later // 10)  # the same sequence
+    offsets = later - earlier
+    assert set(offsets.unique().tolist()) == {1, 2, 3}
+    assert int(offsets[earlier == 22].max()) == 1 and int(offsets[earlier == 10].max()) == 1  # cut at the last frame
+    assert not bool(((earlier % 10 == 4) | (earlier == 11) | (earlier == 23)).any())  # last frames start no pair
+    single = PairStream(_sequences(), "temporal", seed=0).next(500)[:, :, 0].mul(255).round().long()
+    assert bool((single[1] - single[0] == 1).all())
+
+
+@pytest.mark.parametrize("mode", ["temporal+augment", "temporal+strong"])
+def test_augmented_temporal_pairs_augment_each_frame_on_its_own(mode):
+    data = _sequences()
+    stream = PairStream(data, mode, seed=1)
+    drawn = stream.draw(64)
+    index = drawn[0]
+    assert torch.equal(index[64:] - index[:64], torch.ones(64, dtype=torch.long))  # consecutive frames
+    assert (stream.geometry(drawn) is not None) == (mode == "temporal+strong")
+    assert stream.views(drawn).shape == (2, 64, 16)
+    with pytest.raises(LPLError, match="needs a data set of sequences"):
+        PairStream(ImageSet(data.images, data.labels), mode)

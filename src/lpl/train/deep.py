@@ -28,7 +28,7 @@ from lpl.config import TrainConfig, option, require, require_positive
 from lpl.convnet import NETWORKS, ConvNet, NetworkSpec, network_spec
 from lpl.data import load_splits
 from lpl.data.images import ImageSet, to_unit_float
-from lpl.data.pairs import PairStream
+from lpl.data.pairs import PairMode, PairStream
 from lpl.heads import HEADS, build_model, head_class, head_options, options_dict, per_block
 from lpl.io import atomic_torch_save
 from lpl.layout import RunLayout, describe_data, save_export, save_tensors
@@ -78,7 +78,10 @@ class DeepConfig(TrainConfig):
     warmup_epochs: float = option(10.0, "linear warm-up from 0, then cosine decay")
     final_lr: float = option(1e-6, "learning rate at the end of the cosine decay")
     shuffle_positives: bool = option(False, "ablation: pair each view with another image's view")
-    views: Literal["simclr", "temporal"] = option("simclr", "simclr augmentations (official) or temporal pairs")
+    views: Literal["simclr", "temporal", "temporal+simclr"] = option(
+        "simclr", "simclr: two augmentations of one image (official); temporal: frames t and t + k of a sequence; "
+        "temporal+simclr: those frames, each augmented")
+    max_offset: int = option(1, "temporal views: the later frame is 1 to this many frames after the earlier one")
     precision: Literal["bf16", "fp32"] = option("bf16", "autocast precision on CUDA (CPU always runs fp32)")
     compile: bool = option(True, "torch.compile the training step with CUDA graphs (CUDA only)")
     evaluate: bool = option(True, "fit the readouts after training (lpl readout)")
@@ -129,12 +132,16 @@ class DeepConfig(TrainConfig):
                           "training": "end-to-end" if self.end_to_end else "layer-local",
                           "options": options_dict(head_options(self.objective, self.head)),
                           "loss_grid": per_block(self.loss_grid, len(spec.channels)),
-                          "views": self.views, "shuffled_positives": self.shuffle_positives},
+                          "views": self.views, "max_offset": self.max_offset,
+                          "shuffled_positives": self.shuffle_positives},
             "terms": terms_record(cls.terms, RUN_TERMS),
             "data": describe_data(self.dataset, train, test),
             "exports": {"rows": min(self.num_export, len(test)), "train_rows": min(self.eval_train, len(train)),
                         "features": "every block's output averaged over positions (float32; train rows float16)"},
         }
+
+
+STREAM_MODES: dict[str, PairMode] = {"simclr": "strong", "temporal": "temporal", "temporal+simclr": "temporal+strong"}
 
 
 def lr_at(config: DeepConfig, epoch: float, total_epochs: float) -> float:
@@ -178,8 +185,8 @@ class DeepTrainer:
         self.cuda = device.type == "cuda"
         torch.backends.cudnn.benchmark = self.cuda  # fixed shapes: let cuDNN pick the fastest kernels
         self.memory_format = torch.channels_last if self.cuda else torch.contiguous_format
-        self.stream = PairStream(train, "auto" if config.views == "temporal" else "strong", config.seed + 1 + rank,
-                                 device=device)
+        self.stream = PairStream(train, STREAM_MODES[config.views], config.seed + 1 + rank, device=device,
+                                 max_offset=config.max_offset)
         torch.manual_seed(config.seed)
         net = ConvNet(config.spec(train.shape[0]))
         self.model = build_model(config.objective, net, not config.end_to_end, config.head, config.loss_grid)

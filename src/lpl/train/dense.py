@@ -42,8 +42,10 @@ class DenseConfig(TrainConfig):
     grad: GradMethod = option(Plasticity.method, "closed-form neuron-level rule, or autograd of the loss")
     max_update_norm: float = option(Plasticity.max_update_norm, "clip each layer's update to this norm")
     weight_bound: float = option(Plasticity.weight_bound, "clamp weights to [-bound, bound] after every step")
-    pairs: PairMode = option("auto", "temporal (consecutive frames), augment (two weak views), "
-                             "strong (two SimCLR-style views), auto")
+    pairs: PairMode = option("auto", "temporal (frames t and t + k of a sequence), augment (two weak views of "
+                             "an image), strong (two SimCLR-style views), temporal+augment or temporal+strong (the "
+                             "frames, each augmented), auto (temporal for sequences, else augment)")
+    max_offset: int = option(1, "temporal pairs: the later frame is 1 to this many frames after the earlier one")
     max_shift: int = option(WeakAugmentSpec.max_shift, "augment pairs: largest shift in pixels")
     flip: bool = option(WeakAugmentSpec.flip, "augment pairs: random horizontal flips")
     jitter: float = option(WeakAugmentSpec.brightness, "augment pairs: brightness and contrast jitter")
@@ -78,7 +80,7 @@ class DenseConfig(TrainConfig):
                                   "scaling": "uint8 pixels / 255, flattened, no normalisation"}},
             "objective": {"name": "lpl", "summary": "LPL's local rule: each layer's weights follow the gradient of "
                           "its own predictive, Hebbian and decorrelation terms (closed-form neuron-level rule)",
-                          "training": "layer-local", "pairs": self.pairs,
+                          "training": "layer-local", "pairs": self.pairs, "max_offset": self.max_offset,
                           "options": {"lr_pred": self.lr_pred, "lr_hebb": self.lr_hebb, "lr_stab": self.lr_stab,
                                       "reduction": self.reduction, "grad": self.grad}},
             "terms": terms_record(LPL_TERMS, DENSE_TERMS, RUN_TERMS),
@@ -132,7 +134,7 @@ def train_dense(config: DenseConfig) -> RunResult:
     train, test = load_splits(config.dataset, config.data_dir, config.download, config.dims[0], config.image_size)
     eval_inputs, eval_labels = test.flat_float(config.num_export).to(device), test.labels[: config.num_export].clone()
     augment = WeakAugmentSpec(config.max_shift, config.flip, config.jitter, config.jitter)
-    stream = PairStream(train, config.pairs, config.seed + 1, augment, device)
+    stream = PairStream(train, config.pairs, config.seed + 1, augment, device, config.max_offset)
     stack = DenseLPLStack(config.dims, config.seed).to(device)
     objective, plasticity, layout = config.objective(), config.plasticity(), config.layout()
     schedule = Schedule(config.steps, config.log_every, config.checkpoint_every, config.checkpoint_minutes)
