@@ -163,3 +163,17 @@ def test_bad_inputs_are_named():
         view_identification(x[:4], sequence[:4], frame[:4])
     with pytest.raises(LPLError, match="gaps must be frame distances >= 1"):
         view_identification(x, sequence, frame, gaps=(0, 1))
+
+
+def test_identification_by_object_leaves_the_objects_other_sequences_out():
+    """Two objects, each seen at two elevations (a sequence each) from four views: a representation that
+    encodes the object strongly, the view moderately and the elevation weakly finds the same view at the
+    object's other elevation first; grouped by object, those views are left out and the object is found."""
+    objects = torch.arange(4).repeat_interleave(8) // 2  # objects 0, 0, 1, 1 by sequence
+    sequence = torch.arange(4).repeat_interleave(8)
+    frame = torch.arange(8).repeat(4)
+    x = torch.cat((F.one_hot(objects, 2) * 3.0, F.one_hot(frame, 8) * 1.0, F.one_hot(sequence, 4) * 0.2), 1)
+    by_sequence = view_identification(x, sequence, frame, (1,), cyclic=True)[1]
+    by_object = view_identification(x, sequence, frame, (1,), cyclic=True, objects=objects)[1]
+    assert by_sequence["accuracy"] == 0.0 and by_object["accuracy"] == 1.0
+    assert by_object["chance"] == pytest.approx(7 / (7 + 16))  # own views, and the other object's 16 views

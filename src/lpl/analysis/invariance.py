@@ -109,7 +109,8 @@ def _unit_rows(x: Tensor) -> Tensor:
 
 
 def view_identification(x: Tensor, sequence: Tensor, frame: Tensor, gaps: Iterable[int] = (1,),
-                        lengths: Tensor | None = None, cyclic: bool = False) -> dict[int, dict[str, float]]:
+                        lengths: Tensor | None = None, cyclic: bool = False, objects: Tensor | None = None
+                        ) -> dict[int, dict[str, float]]:
     """Identification of the object from views at least G frames away, for every G in ``gaps``.
 
     For each query view, its most cosine-similar view among all views of the other sequences and the views
@@ -120,6 +121,10 @@ def view_identification(x: Tensor, sequence: Tensor, frame: Tensor, gaps: Iterab
     accuracy of a neighbour drawn uniformly from the candidates. A representation that encodes only the view
     scores below chance: its neighbour is the same view of another object. One similarity matrix for all G,
     in chunks of query rows.
+
+    ``objects`` (N,) groups sequences into objects (ETH-80: one object seen from several camera elevations,
+    a sequence each): the other sequences of the query's object are then neither targets nor distractors, so
+    the task stays "which object is this, from a view G frames away", not "which elevation".
     """
     v = _views(x, sequence, frame, lengths, cyclic)
     gap_list = sorted({int(g) for g in gaps})
@@ -135,6 +140,9 @@ def view_identification(x: Tensor, sequence: Tensor, frame: Tensor, gaps: Iterab
     for start in range(0, n, rows):
         query = torch.arange(start, min(start + rows, n))
         similarity = z[query] @ z.T
+        if objects is not None:  # the query's object's other sequences: left out
+            kin = (objects[query, None] == objects[None, :]) & (v.sequence[query, None] != v.sequence[None, :])
+            similarity.masked_fill_(kin, -math.inf)
         r, j = torch.nonzero(v.sequence[query, None] == v.sequence[None, :], as_tuple=True)
         own = similarity[r, j]
         best_other = similarity.index_put_((r, j), torch.tensor(-math.inf)).amax(dim=1)
@@ -145,7 +153,8 @@ def view_identification(x: Tensor, sequence: Tensor, frame: Tensor, gaps: Iterab
         best = best.view(-1, width).flip(1).cummax(dim=1).values.flip(1)[:, columns]
         count = count.view(-1, width).flip(1).cumsum(dim=1).flip(1)[:, columns]
         valid = count > 0
-        others = (n - v.counts[v.sequence[query]]).double()[:, None]
+        others = (n - (v.counts[v.sequence[query]] if objects is None else kin.sum(dim=1) + v.counts[v.sequence[query]])
+                  ).double()[:, None]
         queries += valid.sum(dim=0)
         correct += (valid & (best > best_other[:, None])).sum(dim=0)
         chance += torch.where(valid, count / (count + others), 0.0).sum(dim=0)
