@@ -12,6 +12,11 @@ A map of the package (each module's docstring says more):
   ``train/byol``, ``train/sanity``), each a config dataclass and a loop of one screen, and
   ``train/run`` the fault handling they share; ``reproduce`` and ``demo`` compose them;
   ``cli`` maps sub-commands to them, ``config`` turns dataclasses into flags.
-- Outputs and analysis: ``layout`` (where a run writes, the export schema), ``analysis/``
-  (statistics, probes, per-layer readouts, comparison tables, reports), ``io`` (atomic writes).
+- Outputs and analysis: ``layout`` (where a run writes, its run record, the export schema), ``load``
+  (``lpl.load`` and ``lpl.features``: a trained network back from its run folder), ``analysis/``
+  (statistics, probes, per-layer readouts, invariance, comparison tables, reports), ``io`` (atomic writes).
 """
+
+from lpl.load import features, load
+
+__all__ = ["features", "load"]
