@@ -81,7 +81,8 @@ class Exposure(NamedTuple):
 
 @dataclass(frozen=True)
 class SwapSettings:
-    """The protocol's settings; the defaults are the notebook's (LPL objective 1, 1, 10 with means over units).
+    """The protocol's settings; the defaults are the notebook's (LPL objective 1, 1, 10 with means over units)
+    except ``readout_steps`` (the notebook: 10 epochs of the unlabelled STL-10 images, several thousand steps).
 
     ``readout_steps`` Adam steps of ``readout_batch`` pairs (learning rate ``readout_lr``) teach the readout
     position tolerance; then ``exposures`` SGD steps (``exposure_lr``) on the schedule. Weight decay applies
@@ -154,6 +155,7 @@ def _readout(features: int, units: int, generator: torch.Generator) -> nn.Linear
 
 
 def _groups(layer: nn.Linear, weight_decay: float) -> list[dict[str, Any]]:
+    """Optimiser parameter groups: weight decay on the weights only, as the notebook."""
     return [{"params": [layer.weight], "weight_decay": weight_decay}, {"params": [layer.bias], "weight_decay": 0.0}]
 
 
@@ -250,34 +252,45 @@ def run_swap_experiment(extractor: Extractor, objects: Tensor, readout_images: T
     readout_losses = train_readout(readout, first_views, second_views, settings, generator)
 
     grouped = table.reshape(len(ROLES), k, len(SLOTS), -1).transpose(1, 2)  # (6, 3, k, F)
+    with torch.no_grad():
+        centre = readout(grouped[:, SLOTS.index(CENTRE)])
+        position = [float((readout(grouped[:, i]) * centre).sum() / centre.square().sum()) for i in range(len(SLOTS))]
+    curves, exposure_losses = expose(readout, grouped, settings)
+    monkey = {"exposures": list(MONKEY_EXPOSURES), **{key: list(v) for key, v in MONKEY_SELECTIVITY.items()},
+              **{key: list(v) for key, v in MONKEY_RESPONSE.items()}}
+    return {"exposures": list(range(settings.exposures + 1)), "model": curves, "monkey": monkey,
+            "position_response": position, "readout_losses": readout_losses, "exposure_losses": exposure_losses,
+            "pairs": k, "units": units, "settings": asdict(settings)}
+
+
+def expose(readout: nn.Linear, grouped: Tensor, settings: SwapSettings) -> tuple[dict[str, list[float]], list[float]]:
+    """The exposure phase: ``settings.exposures`` SGD steps of ``readout`` on the pairs of ``exposure_schedule``.
+
+    ``grouped`` (6, 3, k, F): features of the object groups (``ROLES`` order) at each slot (``SLOTS`` order).
+    Returns every value of ``selectivity`` after 0..E exposures, with the preference of each pair and unit
+    fixed before the first, and the loss of each step.
+    """
     schedule = exposure_schedule()
     shown = torch.cat([grouped[ROLES.index(e.shown), SLOTS.index(e.slot)] for e in schedule])
     seen = torch.cat([grouped[ROLES.index(e.seen), SLOTS.index(CENTRE)] for e in schedule])
     objective = replace(settings.objective, stop_gradient=True)
     optimiser = torch.optim.SGD(_groups(readout, settings.weight_decay), lr=settings.exposure_lr)
-    curves: dict[str, list[float]] = {}
-    exposure_losses = []
-    for step in range(settings.exposures + 1):
-        with torch.no_grad():
-            responses = readout(grouped)
-        if step == 0:
-            p_preferred = preferred(responses)
-            centre = responses[:, SLOTS.index(CENTRE)]
-            position = [float((responses[:, i] * centre).sum() / centre.square().sum()) for i in range(len(SLOTS))]
-        for key, value in selectivity(responses, p_preferred).items():
-            curves.setdefault(key, []).append(value)
-        if step == settings.exposures:
-            break
+    with torch.no_grad():
+        responses = readout(grouped)
+    p_preferred = preferred(responses)
+    curves = {key: [value] for key, value in selectivity(responses, p_preferred).items()}
+    losses = []
+    for _ in range(settings.exposures):
         loss = objective.loss(readout(seen), readout(shown))
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        exposure_losses.append(loss.item())
-    monkey = {"exposures": list(MONKEY_EXPOSURES), **{key: list(v) for key, v in MONKEY_SELECTIVITY.items()},
-              **{key: list(v) for key, v in MONKEY_RESPONSE.items()}}
-    return {"exposures": list(range(settings.exposures + 1)), "model": curves, "monkey": monkey,
-            "position_response": position, "readout_losses": readout_losses, "exposure_losses": exposure_losses,
-            "pairs": k, "units": units, "settings": {**asdict(settings), "objective": asdict(settings.objective)}}
+        losses.append(loss.item())
+        with torch.no_grad():
+            responses = readout(grouped)
+        for key, value in selectivity(responses, p_preferred).items():
+            curves[key].append(value)
+    return curves, losses
 
 
 def relative(values: Sequence[float]) -> list[float]:
