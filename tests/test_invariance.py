@@ -157,6 +157,8 @@ def test_bad_inputs_are_named():
         similarity_by_distance(x, sequence, frame.float())
     with pytest.raises(LPLError, match=r"features must be a float tensor of shape \(N, M\)"):
         unit_selectivity(x[0], sequence)
+    with pytest.raises(LPLError, match="5 NaN or Inf"):
+        unit_selectivity(torch.cat((x[:-1], torch.full((1, 5), math.nan))), sequence)
     with pytest.raises(LPLError, match="lengths differ within a sequence"):
         view_identification(x, sequence, frame, lengths=torch.arange(12) + 4)
     with pytest.raises(LPLError, match="at least two sequences"):

@@ -71,6 +71,9 @@ def _features(x: Tensor) -> Tensor:
     if not isinstance(x, Tensor) or x.ndim != 2 or len(x) == 0 or not x.is_floating_point():
         shape = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
         raise LPLError(f"features must be a float tensor of shape (N, M) with N > 0, got {shape}")
+    bad = int((~torch.isfinite(x)).sum())
+    if bad:
+        raise LPLError(f"features contain {bad} NaN or Inf values; drop or recompute those views first")
     return x
 
 
@@ -90,9 +93,10 @@ def _views(x: Tensor, sequence: Tensor, frame: Tensor, lengths: Tensor | None = 
                        "sequence ids that group the views of each object (ImageSet.sequence_ids())")
     if int(frame.min()) < 0:
         raise LPLError(f"frame indices must be >= 0, got {int(frame.min())}")
-    high = torch.zeros(len(counts), dtype=torch.long).scatter_reduce(0, sequence, length, "amax", include_self=False)
-    if lengths is not None and bool((high[sequence] != length).any()):
-        raise LPLError("lengths differ within a sequence; give every view its full sequence's number of frames")
+    if lengths is not None:
+        longest = torch.zeros(len(counts), dtype=torch.long).scatter_reduce(0, sequence, length, "amax")
+        if bool((longest[sequence] != length).any()):
+            raise LPLError("lengths differ within a sequence; give every view its full sequence's number of frames")
     beyond = torch.nonzero(frame >= length).flatten()
     if len(beyond):
         i = int(beyond[0])
