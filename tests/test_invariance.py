@@ -163,6 +163,10 @@ def test_bad_inputs_are_named():
         view_identification(x, sequence, frame, lengths=torch.arange(12) + 4)
     with pytest.raises(LPLError, match="at least two sequences"):
         view_identification(x[:4], sequence[:4], frame[:4])
+    with pytest.raises(LPLError, match=r"objects must be an integer tensor of shape \(12,\)"):
+        view_identification(x, sequence, frame, objects=sequence[:6])
+    with pytest.raises(LPLError, match="at least two objects"):
+        view_identification(x, sequence, frame, objects=torch.zeros(12, dtype=torch.long))
     with pytest.raises(LPLError, match="gaps must be frame distances >= 1"):
         view_identification(x, sequence, frame, gaps=(0, 1))
 

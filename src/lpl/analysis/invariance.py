@@ -137,6 +137,10 @@ def view_identification(x: Tensor, sequence: Tensor, frame: Tensor, gaps: Iterab
     if len(v.counts) < 2:
         raise LPLError("view identification needs views of at least two sequences, got one")
     z, n = _unit_rows(x), len(x)
+    if objects is not None:
+        objects = _integer(objects, "objects", n)
+        if len(torch.unique(objects)) < 2:
+            raise LPLError("view identification by object needs views of at least two objects, got one")
     width = v.max_distance + 2  # distances 0..max, and a column that stays empty for gaps beyond them
     columns = torch.tensor(gap_list).clamp(max=width - 1)
     correct, queries, chance = (torch.zeros(len(gap_list), dtype=torch.float64) for _ in range(3))
