@@ -54,6 +54,7 @@ CENTRE = 6
 ROLES = ("P1", "N1", "P2", "N2", "PC", "NC")  # order of the object groups in ``run_swap_experiment``'s input
 SWAP_SLOT = {"1": 0, "2": 12}  # pairs (P1, N1) swap at the top, (P2, N2) at the bottom
 NON_SWAP_SLOT = {"1": 12, "2": 0}
+POSITIONS = {"swap": "Swap position", "non_swap": "Non-swap position", "control": "Control objects"}  # figure panels
 
 # Li & DiCarlo (2008), digitised in the official notebook: selectivity P - N in spikes/s after these exposures,
 # and the responses to P and N at the swap position, normalised.
@@ -332,9 +333,6 @@ def swap_verdict(curves: Mapping[str, Sequence[float]]) -> SwapVerdict:
 
 def _percent_kept(position: str) -> str:
     return f"{100 * relative(MONKEY_SELECTIVITY[position])[-1]:.0f}%"
-
-
-POSITIONS = {"swap": "Swap position", "non_swap": "Non-swap position", "control": "Control objects"}
 
 
 def swap_figure(results: Mapping[str, Any]) -> Figure:
