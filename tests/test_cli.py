@@ -58,7 +58,7 @@ def test_unknown_command(capsys):
 def test_defaults_are_the_missions():
     config = DenseConfig()
     assert (config.lr_hebb, config.lr_pred, config.lr_stab, config.steps, config.dims, config.log_every) == (
-        1e-3, 1e-3, 5e-4, 5000, [3072, 128], 500)
+        1e-3, 1e-2, 5e-4, 5000, [3072, 128], 500)
     parser = build_parser(DenseConfig, "x", "y")
     assert parser.parse_args([]).dims == [3072, 128]
 

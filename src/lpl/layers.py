@@ -20,8 +20,10 @@ GradMethod = Literal["closed-form", "autograd"]
 
 # The dense rule's learning rates: one plain gradient step on the objective, whose coefficients
 # they are (summed over units; see README "Normalisation"). Every dense command takes its defaults
-# from here.
-DENSE_RATES = LPLObjective(pred=1e-3, hebb=1e-3, decorr=5e-4, reduction="sum")
+# from here. The predictive rate is 10x the seed's 1e-3: on real images it learns more invariance and
+# better probes (ETH-80 views 45 degrees apart: identification .615 -> .749; CIFAR-10 augmented pairs:
+# linear .393 -> .414, kNN-20 .333 -> .418), at a cost on the synthetic shapes (kNN-20 .457 -> .322).
+DENSE_RATES = LPLObjective(pred=1e-2, hebb=1e-3, decorr=5e-4, reduction="sum")
 
 
 @dataclass(frozen=True)

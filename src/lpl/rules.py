@@ -6,7 +6,7 @@ chooses how a term is normalised over units:
 
 - ``"sum"`` (our default): predictive and Hebbian terms summed over units, decorrelation the
   plain sum of squared off-diagonal covariances. With plain gradient steps this is what lets the
-  mission's learning rates (1e-3, 1e-3, 5e-4) learn; see README "Normalisation".
+  dense learning rates (``layers.DENSE_RATES``) learn; see README "Normalisation".
 - ``"mean"``: the official code's form (means over units, decorrelation divided by M^2 - M).
 
 The ``*_grad`` functions return d(term)/dz in closed form; together with ``f'(a)`` and the
