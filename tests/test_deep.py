@@ -194,3 +194,16 @@ def test_two_gloo_processes_compute_the_global_batch_objective(tmp_path):
     # LPL's predictive term is per sample: its mean over processes is the global one
     mean_pred = [(a["pred"] + b["pred"]) / 2 for a, b in zip(out[0]["terms"]["lpl"], out[1]["terms"]["lpl"])]
     assert mean_pred == pytest.approx([layer["pred"] for layer in expected_terms["lpl"]], rel=RTOL, abs=ATOL)
+
+
+def test_presets_set_defaults_that_flags_beside_them_replace():
+    from lpl.config import parse_config
+
+    config = parse_config(DeepConfig, ["--preset", "best-lpl"], "lpl train-deep", "")
+    assert (config.preset, config.network, config.loss_grid) == ("best-lpl", "wide3", [0])
+    assert config.spec(3).channels == (96, 384, 1536) and config.spec(3).kernel_sizes == (5, 3, 3)
+    config = parse_config(DeepConfig, ["--preset", "full-maps", "--loss-grid", "2", "--network", "wide3"], "x", "")
+    assert (config.network, config.loss_grid) == ("wide3", [2])
+    assert parse_config(DeepConfig, [], "x", "").loss_grid == [1]  # the paper's
+    with pytest.raises(SystemExit):
+        parse_config(DeepConfig, ["--preset", "fastest"], "x", "")

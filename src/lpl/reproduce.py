@@ -49,22 +49,25 @@ from lpl.config import PLACEMENT, check_fields, inherited, option, passed_on, re
 from lpl.data import load_splits
 from lpl.io import atomic_write_json, atomic_write_text, git_revision, read_json
 from lpl.train.checkpoint import CheckpointFolder
-from lpl.train.deep import DeepConfig, train_deep
+from lpl.train.deep import PRESETS, DeepConfig, train_deep
 from lpl.train.run import RESUMABLE_CHANGES, RunResult
 from lpl.validation import LPLError
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One row of the comparison: its label, its DeepConfig settings and the published final-layer readout."""
+    """One row of the comparison: its label, its DeepConfig settings, the published final-layer readout, and
+    whether it trains for ``--epochs`` (the main runs) or ``--ablation-epochs``."""
 
     label: str
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
     published: Published = Published(None, "—")
+    main: bool = False
 
 
 VARIANTS: dict[str, Variant] = {
-    "lpl": Variant("LPL", {}, Published(53.5, "53.5 (best layer ~55.3)")),
+    "lpl": Variant("LPL", {}, Published(53.5, "53.5 (best layer ~55.3)"), main=True),
+    "best": Variant("best layer-local LPL (--preset best-lpl)", PRESETS["best-lpl"], main=True),
     "hebb_off": Variant("Hebbian off", {"head": {"hebb": 0.0}}, Published(10.0, "10 (collapse)")),
     "pred_off": Variant("predictive off", {"head": {"pred": 0.0}}, Published(18.5, "~18.5")),
     "decorr_off": Variant("decorrelation off", {"head": {"decorr": 0.0}}, Published(19.2, "~19.2")),
@@ -92,7 +95,7 @@ class ReproduceConfig:
     image_size: int | None = inherited(DeepConfig, "image_size")
     output_dir: str = option("outputs/reproduce", "folder of the variants' run folders and the report")
     variants: list[str] = option(list(NAMES), "variants to run (others are reported if already finished)")
-    epochs: int = option(800, "training epochs of LPL (official protocol)")
+    epochs: int = option(800, "training epochs of LPL (official protocol) and of the best layer-local LPL")
     ablation_epochs: int = option(100, "training epochs of each ablation")
     batch_size: int = inherited(DeepConfig, "batch_size")
     seed: int = inherited(DeepConfig, "seed", 24, "random seed (official: 24)")
@@ -121,9 +124,10 @@ class ReproduceConfig:
 
     def deep_config(self, name: str, resume: bool = False, overwrite: bool = False) -> DeepConfig:
         """The train-deep config of variant ``name`` in ``<output-dir>/<name>``."""
-        return DeepConfig(**passed_on(self, DeepConfig), output_dir=str(self.folder(name)), name=name,
-                          epochs=self.epochs if name == "lpl" else self.ablation_epochs, resume=resume,
-                          overwrite=overwrite, **VARIANTS[name].settings)
+        settings = {**passed_on(self, DeepConfig), **VARIANTS[name].settings}  # the variant's own win
+        return DeepConfig(**settings, output_dir=str(self.folder(name)), name=name,
+                          epochs=self.epochs if VARIANTS[name].main else self.ablation_epochs, resume=resume,
+                          overwrite=overwrite)
 
     def pixel_settings(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("dataset", "image_size", "eval_train", "eval_epochs", "num_export")}
