@@ -1,3 +1,4 @@
+import json
 import math
 
 import pytest
@@ -124,3 +125,21 @@ def test_bad_inputs_are_named():
         swap.run_swap_experiment(tiny_extractor(), torch.rand(6, 3, 6, 6), images, images[:5], settings=TINY)
     with pytest.raises(LPLError, match=r"values in \["):
         swap.run_swap_experiment(tiny_extractor(), 2 * torch.rand(6, 3, 6, 6) + 1, images, settings=TINY)
+
+
+def test_the_command_runs_on_a_trained_run_and_its_initialisation(tmp_path, small_shapes):
+    from lpl.cli import main
+
+    out = tmp_path / "out"
+    assert main(["train-deep", "--dataset", "shapes", "--channels", "4", "8", "--pool-after", "1", "2", "--steps", "2",
+                 "--batch-size", "16", "--num-export", "32", "--eval-train", "32", "--no-evaluate", "--no-progress",
+                 "--device", "cpu", "--output-dir", str(out)]) == 0
+    assert main(["swap-exposure", str(out), "--pairs", "2", "--readout-images", "16", "--readout-steps", "3",
+                 "--exposures", "4", "--device", "cpu"]) == 0
+    results = json.loads((out / "swap" / "results.json").read_text())
+    assert set(results) >= {"trained", "initialisation", "objective", "readout_pairs"}
+    assert results["readout_pairs"] == "next frames"  # shapes come in sequences
+    assert len(results["trained"]["model"]["swap"]) == 5 and results["objective"]["name"] == "lpl"
+    report = (out / "swap" / "report.md").read_text()
+    assert "**Trained network:** " in report and "**The same network at initialisation**" in report
+    assert (out / "swap" / "swap_exposure.png").read_bytes().startswith(b"\x89PNG")

@@ -16,6 +16,7 @@ from lpl.analysis.readout import ReadoutConfig, readout, write_readouts
 from lpl.config import flag, parse_config
 from lpl.demo import DemoConfig, demo
 from lpl.reproduce import ReproduceConfig, reproduce
+from lpl.swap import SwapConfig, swap_exposure
 from lpl.train.byol import BYOLConfig, train_byol
 from lpl.train.deep import DeepConfig, train_deep
 from lpl.train.dense import HIERARCHICAL, DenseConfig, train_dense
@@ -58,6 +59,8 @@ COMMANDS: dict[str, Command] = {
     "report": Command(ReportConfig, report, "Markdown and HTML report with figures of every run in an output folder"),
     "reproduce": Command(ReproduceConfig, reproduce, "the paper's deep comparison: LPL, ablations, random init "
                          "and pixels, with report and figures"),
+    "swap-exposure": Command(SwapConfig, swap_exposure, "the paper's swap-exposure experiment (Li & DiCarlo 2008) on a "
+                             "trained deep run and on its initialisation, beside the monkey data"),
     "demo": Command(DemoConfig, demo, "train LPL, hierarchical LPL and BYOL on shapes briefly, analyse, report"),
 }
 

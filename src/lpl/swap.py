@@ -29,16 +29,20 @@ over all twelve groups of responses together.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any, NamedTuple
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lpl.analysis.probes import standardise
+from lpl.config import check_fields, option, require, resolve_device
+from lpl.data.images import ImageSet, to_unit_float
 from lpl.objective import LPLObjective
 from lpl.validation import LPLError, validate_inputs
 
@@ -335,16 +339,22 @@ def _percent_kept(position: str) -> str:
     return f"{100 * relative(MONKEY_SELECTIVITY[position])[-1]:.0f}%"
 
 
-def swap_figure(results: Mapping[str, Any]) -> Figure:
+MODEL_COLOURS = ("#BB5566", "#4477AA", "#228833")
+
+
+def swap_figure(results: Mapping[str, Any], models: Mapping[str, Mapping[str, Any]] | None = None) -> Figure:
     """Model beside monkey: selectivity relative to before exposure at the swap and non-swap positions and for
-    the controls, against the number of exposures (``results`` of ``run_swap_experiment``)."""
+    the controls, against the number of exposures (``results`` of ``run_swap_experiment``; ``models``: several
+    such results by label, drawn side by side, e.g. the trained network and its initialisation)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(10, 3.2), layout="constrained")
     axes = fig.subplots(1, len(POSITIONS), sharey=True)
-    model, monkey = results["model"], results["monkey"]
+    models = models or {"model (LPL readout)": results}
+    monkey = results["monkey"]
     for ax, (key, title) in zip(axes, POSITIONS.items()):
-        ax.plot(results["exposures"], relative(model[key]), color="#BB5566", label="model (LPL readout)")
+        for (label, model), colour in zip(models.items(), MODEL_COLOURS):
+            ax.plot(model["exposures"], relative(model["model"][key]), color=colour, label=label)
         ax.plot(monkey["exposures"], relative(monkey[key]), "o--", color="black", label="monkey IT (Li & DiCarlo)")
         ax.axhline(1.0, color="gray", linestyle=":", linewidth=1)
         ax.set_title(title, fontsize=10)
@@ -352,3 +362,102 @@ def swap_figure(results: Mapping[str, Any]) -> Figure:
     axes[0].set_ylabel("selectivity P - N\n(relative to before exposure)", fontsize=9)
     axes[0].legend(fontsize=8)
     return fig
+
+
+# ---------------------------------------------------------------- lpl swap-exposure
+
+@dataclass
+class SwapConfig:
+    """The swap-exposure experiment on a trained deep run, and on the same network at initialisation."""
+
+    run_dir: str = option("outputs", "the training output folder of a deep run", positional=True)
+    name: str | None = option(None, "run name (default: the folder's only run)")
+    dataset: str | None = option(None, "images for objects and readout (default: the run's own data set)")
+    image_size: int | None = option(None, "image folders: resize to N x N (default: the run's)")
+    pairs: int = option(8, "images per object group (P1, N1, P2, N2, PC, NC: one class each)")
+    readout_images: int = option(2048, "training images that teach the readout position tolerance")
+    readout_steps: int = option(SwapSettings.readout_steps, "Adam steps of the readout's LPL training")
+    exposures: int = option(SwapSettings.exposures, "swap exposures (SGD steps on the temporal pairs)")
+    seed: int = option(0, "random seed (readout weights, batches, which images)")
+    device: str = option("auto", "torch device: auto (CUDA if there is one), cpu, cuda, cuda:1")
+    output: str | None = option(None, "folder for results.json, swap_exposure.png and report.md "
+                                "(default: <run_dir>/swap)")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        self.device = resolve_device(self.device)
+        require(self.pairs >= 1 and self.readout_images >= 2, "--pairs and --readout-images must be positive")
+
+
+def _objects(data: ImageSet, pairs: int, seed: int) -> Tensor:
+    """``pairs`` images of each of six classes (random, fixed by ``seed``), in ``ROLES`` order."""
+    classes = torch.unique(data.labels)
+    if len(classes) < len(ROLES):
+        raise LPLError(f"the swap experiment needs images of {len(ROLES)} classes (one per object group), the data "
+                       f"set has {len(classes)}; give another --dataset")
+    generator = torch.Generator().manual_seed(seed)
+    chosen = classes[torch.randperm(len(classes), generator=generator)[:len(ROLES)]]
+    groups = []
+    for label in chosen:
+        index = torch.nonzero(data.labels == label).flatten()
+        if len(index) < pairs:
+            raise LPLError(f"class {int(label)} has {len(index)} test images, fewer than --pairs {pairs}")
+        groups.append(index[torch.randperm(len(index), generator=generator)[:pairs]])
+    return to_unit_float(data.images[torch.cat(groups)])
+
+
+def _final_maps(net: nn.Module) -> Extractor:
+    """The extractor of a conv network: its last block's feature maps."""
+    return lambda x: net(x)[-1]
+
+
+def swap_exposure(config: SwapConfig) -> int:
+    """Run the protocol on the trained network and on its initialisation; write results, figure and report."""
+    from lpl.analysis.document import Block, Bullets, Figure, Heading, Paragraph, to_markdown
+    from lpl.data import load_splits
+    from lpl.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+    from lpl.load import load
+
+    networks = {stage: load(config.run_dir, config.name, stage, config.device) for stage in ("after", "before")}
+    record = cast(dict[str, Any], networks["after"].record)
+    if record["network"]["kind"] != "conv":
+        raise LPLError("the swap experiment needs a conv network's feature maps; pass a train-deep run")
+    saved = record["config"]
+    train, test = load_splits(config.dataset or saved["dataset"], saved.get("data_dir"), False,
+                              image_size=config.image_size if config.dataset else saved.get("image_size"))
+    objects = _objects(test, config.pairs, config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    first = torch.randperm(len(train), generator=generator)[:config.readout_images]
+    starts = train.pair_starts()
+    if len(starts):  # frames and their next frames, as LPL learns from time
+        first = starts[torch.randint(len(starts), (config.readout_images,), generator=generator)]
+    views = train.images[first + 1] if len(starts) else None
+    settings = SwapSettings(exposures=config.exposures, readout_steps=config.readout_steps, seed=config.seed)
+    results = {}
+    for stage, label in (("after", "trained"), ("before", "initialisation")):
+        results[label] = run_swap_experiment(_final_maps(networks[stage]), objects, to_unit_float(train.images[first]),
+                                             None if views is None else to_unit_float(views), settings, config.device)
+    out = Path(config.output or Path(config.run_dir) / "swap")
+    atomic_write_json({"run": str(config.run_dir), "name": record.get("name"), "objective": record["objective"],
+                       "readout_pairs": "next frames" if views is not None else "the same images",
+                       **results}, out / "results.json")
+    figure = swap_figure(results["trained"], {f"trained ({record['objective']['name']})": results["trained"],
+                                              "the same network at initialisation": results["initialisation"]})
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    atomic_write_bytes(buffer.getvalue(), out / "swap_exposure.png")
+    verdicts = {label: swap_verdict(r["model"]).text for label, r in results.items()}
+    blocks: list[Block] = [Heading(f"Swap exposure (Li & DiCarlo 2008) on `{config.run_dir}`", 1),
+              Paragraph(f"**Trained network:** {verdicts['trained']}"),
+              Paragraph(f"**The same network at initialisation** (the readout learns with LPL in both): "
+                        f"{verdicts['initialisation']}"),
+              Figure(out / "swap_exposure.png", "Selectivity (P - N) relative to before exposure, against the number "
+                     "of swap exposures: the trained network, its initialisation and the monkeys."),
+              Bullets((f"objects: {config.pairs} test images of each of six classes; readout: {config.readout_images} "
+                       f"training images, {'each with its next frame' if views is not None else 'paired with itself'}"
+                       f", {config.readout_steps} steps; {config.exposures} exposures; device {config.device}",
+                       swap_verdict(results["trained"]["monkey"]).text.replace("Selectivity", "Monkeys: selectivity",
+                                                                               1)))]
+    path = atomic_write_text(to_markdown(blocks), out / "report.md")
+    print(f"{verdicts['trained']}\nreport: {path}")
+    return 0
