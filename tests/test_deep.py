@@ -207,3 +207,16 @@ def test_presets_set_defaults_that_flags_beside_them_replace():
     assert parse_config(DeepConfig, [], "x", "").loss_grid == [1]  # the paper's
     with pytest.raises(SystemExit):
         parse_config(DeepConfig, ["--preset", "fastest"], "x", "")
+
+
+def test_the_online_knn_monitor_logs_every_block_when_due(tmp_path, small_shapes):
+    out = tmp_path / "out"
+    # shapes: 128 training images, batch 16 -> 8 steps an epoch; logs every 4 steps; one check every 2 epochs
+    assert main(["train-deep", *SMALL, "--steps", "32", "--log-every", "4", "--monitor-every", "2", "--no-evaluate",
+                 "--output-dir", str(out)]) == 0
+    records = [json.loads(line) for line in (out / "logs" / "deep_lpl_log.jsonl").read_text().splitlines()]
+    checked = [r["step"] for r in records if "layer1_knn20" in r]
+    assert checked == [16, 32] and all(0 <= r[f"layer{k}_knn20"] <= 1 for r in records if "layer1_knn20" in r
+                                       for k in (1, 2, 3))
+    record = json.loads((out / "logs" / "deep_lpl_run.json").read_text())
+    assert "online kNN-20" in record["terms"]["knn20"]["meaning"]

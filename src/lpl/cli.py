@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 
 from lpl.analysis.commands import AnalyzeConfig, CompareConfig, ReportConfig, analyze, compare, report
+from lpl.analysis.probes import knn_accuracies
 from lpl.analysis.readout import ReadoutConfig, readout, write_readouts
 from lpl.config import flag, parse_config
 from lpl.demo import DemoConfig, demo
@@ -35,9 +36,15 @@ class Command:
     preset: Mapping[str, Any] = field(default_factory=dict)
 
 
+def knn_monitor(train: list[torch.Tensor], train_labels: torch.Tensor, test: list[torch.Tensor],
+                test_labels: torch.Tensor) -> list[float]:
+    """``--monitor-every``'s check: kNN-20 accuracy of each layer's test features against its training features."""
+    return [knn_accuracies(a, train_labels, b, test_labels, (20,))[20] for a, b in zip(train, test)]
+
+
 def train_deep_and_read_out(config: DeepConfig) -> RunResult:
     """``lpl train-deep``: train, then (``--evaluate``, on the process that writes) fit the readouts."""
-    result = train_deep(config)
+    result = train_deep(config, knn_monitor)
     if config.evaluate and result.status != "interrupted" and not (dist.is_initialized() and dist.get_rank()):
         write_readouts(config.layout(), config.eval_epochs, config.device, config.readout_grid)
     return result

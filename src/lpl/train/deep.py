@@ -17,6 +17,7 @@ import contextlib
 import math
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -32,7 +33,7 @@ from lpl.data.pairs import PairMode, PairStream
 from lpl.heads import HEADS, build_model, head_class, head_options, options_dict, per_block
 from lpl.io import atomic_torch_save, cache_dir
 from lpl.layout import RunLayout, describe_data, save_export, save_tensors
-from lpl.terms import RUN_TERMS, terms_record
+from lpl.terms import RUN_TERMS, Term, terms_record
 from lpl.train.run import RunResult, Schedule, StateGroup, TrainingRun, check_output_dir
 
 # Warnings torch 2.11 prints while compiling the step that a user can do nothing about: fp32 matmuls stay
@@ -40,6 +41,10 @@ from lpl.train.run import RunResult, Schedule, StateGroup, TrainingRun, check_ou
 COMPILE_NOISE = ("TensorFloat32 tensor cores for float32 matrix multiplication available",
                  r"`torch._prims_common.check` is deprecated")
 
+
+MONITOR_TRAIN, MONITOR_TEST = 5000, 1000  # images of the online kNN monitor (--monitor-every)
+# A kNN monitor: per-layer features and labels of reference and query images -> accuracy per layer.
+Monitor = Callable[[list[torch.Tensor], torch.Tensor, list[torch.Tensor], torch.Tensor], list[float]]
 
 # Named settings for ``--preset`` (flags given beside it win), measured in docs/measured/h200_2026-12-03
 # (CIFAR-10, 100 epochs, final layer: paper's readout / spatial readout of all layers):
@@ -92,6 +97,9 @@ class DeepConfig(TrainConfig):
     eval_epochs: int = option(20, "epochs of each linear readout (Adam, batch 512, lr 1e-3)")
     readout_grid: int = option(4, "the frontier's readout besides the paper's: every block's output average-"
                                "pooled to at most g x g, alone and all concatenated; 0 = the paper's only")
+    monitor_every: int = option(0, "epochs between online kNN-20 checks of every block (pooled features of "
+                                f"{MONITOR_TEST} test images against {MONITOR_TRAIN} training images), logged as "
+                                "layer<k>_knn20; 0 = none")
     name: str = option("", "run name (default deep_<objective>, with _e2e for --end-to-end)")
 
     @classmethod
@@ -137,11 +145,15 @@ class DeepConfig(TrainConfig):
                           "loss_grid": per_block(self.loss_grid, len(spec.channels)),
                           "views": self.views, "max_offset": self.max_offset,
                           "shuffled_positives": self.shuffle_positives},
-            "terms": terms_record(cls.terms, RUN_TERMS),
+            "terms": terms_record(cls.terms, RUN_TERMS, MONITOR_TERMS if self.monitor_every else {}),
             "data": describe_data(self.dataset, train, test),
             "exports": {"rows": min(self.num_export, len(test)), "train_rows": min(self.eval_train, len(train)),
                         "features": "every block's output averaged over positions (float32; train rows float16)"},
         }
+
+
+MONITOR_TERMS = {"knn20": Term(f"online kNN-20 accuracy of the block's pooled features ({MONITOR_TEST} test images "
+                                f"against {MONITOR_TRAIN} training images)", "rises", "statistics")}
 
 
 def keep_compile_caches() -> None:
@@ -299,15 +311,22 @@ class DeepTrainer:
         return record
 
     @torch.no_grad()
-    def features(self, data: ImageSet, count: int) -> list[torch.Tensor]:
-        """Pooled features of every block for the first ``count`` images, float32 on the CPU."""
+    def features(self, data: ImageSet, count: int, on_device: bool = False) -> list[torch.Tensor]:
+        """Pooled features of every block for the first ``count`` images, float32 on the CPU (or the device)."""
         self.model.eval()
         chunks = []
         for images in data.images[:count].split(1024):
             x = to_unit_float(images.to(self.device)).contiguous(memory_format=self.memory_format)
             with self._autocast():
-                chunks.append([f.cpu() for f in self.model.net.pooled_features(x)])
+                chunks.append([f if on_device else f.cpu() for f in self.model.net.pooled_features(x)])
         return [torch.cat(layer) for layer in zip(*chunks)]
+
+    def monitor(self, knn: Monitor, train: ImageSet, test: ImageSet) -> dict[str, float]:
+        """``layer<k>_knn20`` of every block: the monitor's accuracy on the first test and training images."""
+        reference = self.features(train, MONITOR_TRAIN, on_device=True)
+        query = self.features(test, MONITOR_TEST, on_device=True)
+        labels = [data.labels[:len(x[0])].to(self.device) for data, x in ((train, reference), (test, query))]
+        return {f"layer{k}_knn20": round(v, 4) for k, v in enumerate(knn(reference, labels[0], query, labels[1]), 1)}
 
     def state_dict(self) -> dict[str, Any]:
         return StateGroup(model=self.model, optimizer=self.optimizer, stream=self.stream).state_dict() | {
@@ -319,8 +338,9 @@ class DeepTrainer:
         self.skipped.copy_(state["skipped"])
 
 
-def train_deep(config: DeepConfig) -> RunResult:
-    """Train; export pooled features and the network before and after training."""
+def train_deep(config: DeepConfig, knn: Monitor | None = None) -> RunResult:
+    """Train; export pooled features and the network before and after training. ``knn``: the kNN monitor that
+    ``--monitor-every`` runs (the command passes it in; trainers do no evaluation of their own)."""
     rank, world, device = join_process_group(config)
     check_output_dir(config.layout(rank), config.resume, config.overwrite)  # before the data are loaded
     train, test = load_splits(config.dataset, config.data_dir, config.download, image_size=config.image_size)
@@ -344,6 +364,7 @@ def train_deep(config: DeepConfig) -> RunResult:
 
     with TrainingRun(config, layout, schedule, trainer, export, config.batch_size, writer=rank == 0,
                      describe=config.describe(train, test)) as run:
+        checked = 0  # the last epoch the kNN monitor ran at
         for step in run.steps():
             trainer.step()
             if run.log_due(step):
@@ -353,5 +374,10 @@ def train_deep(config: DeepConfig) -> RunResult:
                     bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
                     run.nonfinite(step, step, f"{skipped} update(s) skipped; {', '.join(bad) or 'gradients'}")
                     break
+                epoch = step // per_epoch
+                if knn is not None and config.monitor_every and epoch % config.monitor_every == 0 and rank == 0 \
+                        and epoch != checked:  # once per due epoch, however often it logs
+                    record.update(trainer.monitor(knn, train, test))
+                    checked = epoch
                 run.log(step, record)
     return run.result
