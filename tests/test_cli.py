@@ -70,3 +70,27 @@ def test_the_command_line_starts_without_importing_the_compiler():
 
     code = "import sys, lpl.cli; print('torch._dynamo' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+def test_warnings_during_a_command_are_one_line(monkeypatch, capsys):
+    import sys
+    import warnings
+
+    from lpl.cli import Command
+
+    def noisy(config):
+        warnings.warn("the cache was corrupt; decoding again", RuntimeWarning, stacklevel=1)
+        return 0
+
+    @dataclasses.dataclass
+    class NoFlags:
+        pass
+
+    monkeypatch.setitem(COMMANDS, "noisy", Command(NoFlags, noisy, "test"))
+    with warnings.catch_warnings():  # Python's own printing of warnings, which pytest replaces
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+            warnings.formatwarning(message, category, filename, lineno, line))
+        assert main(["noisy"]) == 0
+    err = capsys.readouterr().err
+    assert err == "lpl noisy: warning: the cache was corrupt; decoding again\n"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import functools
 import io
+import json
 import os
 import signal
 from pathlib import Path
@@ -356,3 +357,40 @@ def test_a_corrupt_image_cache_is_rebuilt_with_one_warning_and_never_used(tmp_pa
     (first,) = (tmp_path / "first" / "activations").glob("*_after.pt")
     second = torch.load(tmp_path / "second" / "activations" / first.name, weights_only=True)
     assert torch.equal(second["activations"], torch.load(first, weights_only=True)["activations"])  # the same data
+
+
+def _tiny_file(tmp_path: Path, count: int, classes: int) -> str:
+    path = tmp_path / "tiny.pt"
+    images = torch.randint(0, 256, (count, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    torch.save({"images": images, "labels": torch.arange(count) % classes}, path)
+    return str(path)
+
+
+DEEP_TINY = ["--channels", "4", "--pool-after", "1", "--eval-train", "8", "--eval-epochs", "1", "--readout-grid", "0",
+             "--no-progress", "--device", "cpu"]
+
+
+@pytest.mark.parametrize("command, flags", [("train", ["--dims", "64", "4"]), ("train-deep", DEEP_TINY)])
+def test_a_batch_larger_than_the_training_set_is_refused(tmp_path, capsys, command, flags):
+    data = _tiny_file(tmp_path, 50, 2)  # 40 training images
+    code, _, err = run([command, "--dataset", data, *flags, "--batch-size", "41", "--steps", "2",
+                        "--output-dir", str(tmp_path / "out")], capsys)
+    assert code == 2 and "--batch-size 41 is larger than the 40 training images; use at most 40" in error_line(
+        err, command)
+    assert not (tmp_path / "out" / "logs").exists()
+
+
+def test_too_many_exports_and_one_class_are_said_and_recorded(tmp_path, capsys):
+    data = _tiny_file(tmp_path, 50, 1)  # 10 test images, one class
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning) as warned:  # each printed as one line by the command (tests/test_cli.py)
+        code, _, _ = run(["train-deep", "--dataset", data, *DEEP_TINY, "--batch-size", "8", "--steps", "2",
+                          "--num-export", "100", "--output-dir", str(out)], capsys)
+    assert code == 0
+    messages = [str(w.message) for w in warned]
+    assert any("--num-export 100: the test split has 10 images; all of them are exported" in m for m in messages)
+    assert any("one class: training goes on" in m for m in messages)
+    record = json.loads((out / "logs" / "deep_lpl_run.json").read_text())
+    assert record["exports"]["rows"] == 10
+    results = json.loads((out / "logs" / "deep_lpl_results.json").read_text())
+    assert "trained" not in results and "one class" in results["note"]

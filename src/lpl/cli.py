@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +95,23 @@ def _out_of_memory(exc: BaseException) -> bool:
         isinstance(exc, RuntimeError) and "DefaultCPUAllocator" in str(exc))
 
 
+@contextlib.contextmanager
+def one_line_warnings(name: str) -> Iterator[None]:
+    """Warnings during a command as one line each, ``lpl <command>: warning: ...``, without Python's file and
+    source line (which say nothing to a user of the command line)."""
+    previous = warnings.formatwarning
+
+    def formatted(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  line: str | None = None) -> str:
+        return f"lpl {name}: warning: {message}\n"
+
+    warnings.formatwarning = formatted
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one sub-command; returns the exit status (2 for a user error, with a one-line message)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -106,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = parse_config(command.config, rest, prog=f"lpl {name}", description=command.help, preset=command.preset,
                           commands={n: c.config for n, c in COMMANDS.items()})
     try:
-        with keep_run_locks():  # a run's folder stays locked until the command ends (e.g. train-deep's readouts)
+        with keep_run_locks(), one_line_warnings(name):  # a run's folder stays locked until the command ends
             result = command.run(config)
     except LPLError as exc:
         return _fail(name, str(exc))

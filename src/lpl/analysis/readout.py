@@ -121,6 +121,10 @@ def write_readouts(layout: RunLayout, epochs: int = 20, device: torch.device | s
     found = saved_run(layout.activation_file("after"))
     if found is not None:
         results["config"] = found[1]["config"]
+    after = layout.activation_file("after")
+    if after.is_file() and int(torch.unique(load_torch(after, "export")["labels"]).numel()) < 2:
+        results["note"] = "the exported images are of one class: a readout would be trivially right; none fitted"
+        return atomic_write_json(results, layout.results_file)
     for tag, stage in STAGES.items():
         path = layout.activation_file(tag)
         if path.is_file():

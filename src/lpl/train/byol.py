@@ -19,7 +19,7 @@ from lpl.io import atomic_torch_save, atomic_write_json
 from lpl.layout import RunLayout, describe_data, save_export
 from lpl.small_byol import BYOL
 from lpl.terms import RUN_TERMS, Term, terms_record
-from lpl.train.run import RunResult, Schedule, StateGroup, TrainingRun, check_output_dir
+from lpl.train.run import RunResult, Schedule, StateGroup, TrainingRun, check_data, check_output_dir
 
 
 @dataclass
@@ -84,6 +84,7 @@ def train_byol(config: BYOLConfig) -> RunResult:
     device, layout = torch.device(config.device), config.layout()
     check_output_dir(layout, config.resume, config.overwrite)  # before the data are loaded
     train, test = load_splits(config.dataset, config.data_dir, config.download, image_size=config.image_size)
+    check_data(config, train, test)
     test_images = to_unit_float(test.images[: config.num_export]).to(device)
     test_labels = test.labels[: config.num_export].clone()
     stream = PairStream(train, "auto" if config.views == "temporal" else "strong", config.seed + 1, device=device)

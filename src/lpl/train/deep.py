@@ -34,7 +34,7 @@ from lpl.heads import HEADS, build_model, head_class, head_options, options_dict
 from lpl.io import atomic_torch_save, cache_dir
 from lpl.layout import RunLayout, describe_data, save_export, save_tensors
 from lpl.terms import RUN_TERMS, Term, terms_record
-from lpl.train.run import RunResult, Schedule, StateGroup, TrainingRun, check_output_dir
+from lpl.train.run import RunResult, Schedule, StateGroup, TrainingRun, check_data, check_output_dir
 
 # Warnings torch 2.11 prints while compiling the step that a user can do nothing about: fp32 matmuls stay
 # fp32 on purpose (the LPL terms' statistics), and the deprecation is inside inductor.
@@ -344,6 +344,7 @@ def train_deep(config: DeepConfig, knn: Monitor | None = None) -> RunResult:
     rank, world, device = join_process_group(config)
     check_output_dir(config.layout(rank), config.resume, config.overwrite)  # before the data are loaded
     train, test = load_splits(config.dataset, config.data_dir, config.download, image_size=config.image_size)
+    check_data(config, train, test)
     schedule, per_epoch = schedule_for(config, len(train))
     trainer = DeepTrainer(config, train, schedule, per_epoch, rank, world, device)
     layout = config.layout(rank)

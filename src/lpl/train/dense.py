@@ -22,7 +22,7 @@ from lpl.layout import RunLayout, describe_data, save_export, save_tensors
 from lpl.objective import LPLObjective
 from lpl.rules import Reduction
 from lpl.terms import LPL_TERMS, RUN_TERMS, Term, terms_record
-from lpl.train.run import RunResult, Schedule, StateGroup, TrainingRun, check_output_dir
+from lpl.train.run import RunResult, Schedule, StateGroup, TrainingRun, check_data, check_output_dir
 
 
 @dataclass
@@ -132,6 +132,7 @@ def train_dense(config: DenseConfig) -> RunResult:
     device = torch.device(config.device)
     check_output_dir(config.layout(), config.resume, config.overwrite)  # before the data are loaded
     train, test = load_splits(config.dataset, config.data_dir, config.download, config.dims[0], config.image_size)
+    check_data(config, train, test)
     eval_inputs, eval_labels = test.flat_float(config.num_export).to(device), test.labels[: config.num_export].clone()
     augment = WeakAugmentSpec(config.max_shift, config.flip, config.jitter, config.jitter)
     stream = PairStream(train, config.pairs, config.seed + 1, augment, device, config.max_offset)

@@ -32,9 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+import torch
 from tqdm.auto import tqdm
 
 from lpl.config import PLACEMENT, RUN_CONTROL, flag, setting_meaning
+from lpl.data.images import ImageSet
 from lpl.io import atomic_write_jsonl, read_json, run_metadata
 from lpl.layout import TAGS, RunLayout, write_record
 from lpl.train.checkpoint import CheckpointFolder, CheckpointWriter
@@ -187,6 +189,20 @@ def keep_run_locks() -> Iterator[None]:
         RunLock.keeping = False
         while RunLock.held:
             os.close(RunLock.held.popitem()[1])
+
+
+def check_data(config: Any, train: ImageSet, test: ImageSet) -> None:
+    """Settings that do not fit the data: a batch larger than the training set is an error; exporting more test
+    images than there are, or training on one class (probes and readouts then say nothing), a warning."""
+    if config.batch_size > len(train):
+        raise LPLError(f"--batch-size {config.batch_size} is larger than the {len(train)} training images; use at "
+                       f"most {len(train)}")
+    if config.num_export > len(test):
+        warnings.warn(f"--num-export {config.num_export}: the test split has {len(test)} images; all of them are "
+                      f"exported (the run record says how many)", stacklevel=2)
+    if int(torch.unique(train.labels).numel()) < 2:
+        warnings.warn("the training images are of one class: training goes on, but probes and readouts need two "
+                      "or more classes and report none", stacklevel=2)
 
 
 def check_output_dir(layout: RunLayout, resume: bool, overwrite: bool) -> None:
