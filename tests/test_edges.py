@@ -20,7 +20,7 @@ import lpl.demo
 from lpl.cli import main
 from lpl.train import run as loop
 from lpl.train.byol import BYOLConfig
-from lpl.train.dense import DenseLPLStack
+from lpl.train.dense import DenseConfig, DenseLPLStack
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
 DENSE = ["--dataset", "shapes", "--dims", "1024", "16", "--batch-size", "16", "--num-export", "48", "--no-progress"]
@@ -33,9 +33,10 @@ pytestmark = pytest.mark.usefixtures("small_shapes")
 
 @pytest.fixture
 def quick_demo(monkeypatch):
-    """The demo's BYOL on batches of 4 and its analysis and report (seconds of probes and figures)
-    replaced by one small file."""
+    """The demo's BYOL on batches of 4, its LPL runs on batches of 16 (the small shapes have 128 training images)
+    and its analysis and report (seconds of probes and figures) replaced by one small file."""
     monkeypatch.setattr(lpl.demo, "BYOLConfig", functools.partial(BYOLConfig, batch_size=4))
+    monkeypatch.setattr(lpl.demo, "DenseConfig", functools.partial(DenseConfig, batch_size=16))
 
     def write_report(output_dir):
         path = Path(output_dir) / "report" / "report.md"
@@ -343,7 +344,7 @@ def test_a_corrupt_image_cache_is_rebuilt_with_one_warning_and_never_used(tmp_pa
         for k in range(8):
             image(tmp_path / "data" / split / ("ab"[k % 2]) / f"{k}.png", value=20 * k + (split == "test"))
     argv = ["train", "--dataset", str(tmp_path / "data"), "--dims", "16", "8", "--steps", "2", "--batch-size", "4",
-            "--no-progress", "--output-dir"]
+            "--num-export", "8", "--no-progress", "--output-dir"]
     assert run([*argv, str(tmp_path / "first")], capsys)[0] == 0
     (cache,) = (tmp_path / "cache" / "image-folders").glob("*-test.pt")
     data = bytearray(cache.read_bytes())

@@ -96,7 +96,9 @@ def flag(name: str) -> str:
 # other integer flag is a count >= 0. One bound per flag, so that every value below it gets the same message.
 MINIMUM = {**dict.fromkeys(("steps", "epochs", "log_every", "keep_checkpoints", "num_export", "lpl_steps",
                             "byol_steps", "features", "units", "eval_train", "eval_epochs", "ablation_epochs",
-                            "dims"), 1),
+                            "dims", "channels", "kernel_sizes", "pool_after", "max_offset", "pairs", "readout_steps",
+                            "exposures"), 1),
+           "readout_images": 2,
            "batch_size": 2,  # the objectives need batch statistics
            "image_size": 2}
 

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lpl.analysis.probes import standardise
-from lpl.config import check_fields, option, require, resolve_device
+from lpl.config import check_fields, option, resolve_device
 from lpl.data.images import ImageSet, to_unit_float
 from lpl.objective import LPLObjective
 from lpl.validation import LPLError, validate_inputs
@@ -386,7 +386,6 @@ class SwapConfig:
     def __post_init__(self) -> None:
         check_fields(self)
         self.device = resolve_device(self.device)
-        require(self.pairs >= 1 and self.readout_images >= 2, "--pairs and --readout-images must be positive")
 
 
 def _objects(data: ImageSet, pairs: int, seed: int) -> Tensor:

@@ -111,12 +111,10 @@ class DeepConfig(TrainConfig):
         super().__post_init__()
         require(self.preset is None or self.preset in PRESETS,
                 f"--preset {self.preset!r} is unknown; choose one of {', '.join(PRESETS)}")
-        require_positive(self, "epochs", "lr", "steps", "log_every")
-        require(self.batch_size >= 2, "--batch-size must be at least 2 (the objectives need batch statistics)")
+        require_positive(self, "lr")  # whole numbers: config.MINIMUM
         head_options(self.objective, self.head)
         blocks = len(self.spec(3).channels)
         per_block(self.loss_grid, blocks)
-        require(self.readout_grid >= 0, f"--readout-grid must be >= 0, got {self.readout_grid}")
 
     def spec(self, in_channels: int) -> NetworkSpec:
         """The network this config trains, for images of ``in_channels`` channels."""
