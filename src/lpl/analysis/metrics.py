@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lpl.analysis.probes import knn_accuracy, probe_split, threads
+from lpl.collapse import COLLAPSE_STD, collapsed_units
 
-COLLAPSE_STD = 0.1
 # Above this many units (or samples, for the Gram matrix) the covariance is taken in float32.
 FLOAT64_UNITS = 1024
 # Above this many elements, O(N M) statistics run in float32 (with float64 sums where it matters).
@@ -21,11 +21,6 @@ FLOAT64_ELEMENTS = 4_000_000
 __all__ = ["COLLAPSE_STD", "class_similarity", "collapsed_units", "covariance", "knn_accuracy", "pair_similarity",
            "participation_ratio", "pca_projection", "probe_split", "random_projection", "top_eigenvectors",
            "unit_statistics"]
-
-
-def collapsed_units(std: Tensor) -> int:
-    """How many units have a standard deviation below the collapse threshold (0.1)."""
-    return int((std < COLLAPSE_STD).sum())
 
 
 def _centred(x: Tensor, size: int) -> Tensor:

@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import torch
 
-from lpl.analysis.metrics import collapsed_units
+from lpl.collapse import collapsed_units
 from lpl.config import TrainConfig, flag, option, require, require_positive, with_default
 from lpl.data import load_splits
 from lpl.data.augment import WeakAugmentSpec

@@ -12,7 +12,7 @@ from typing import cast
 
 import torch
 
-from lpl.analysis.metrics import COLLAPSE_STD, collapsed_units
+from lpl.collapse import COLLAPSE_STD, collapsed_units
 from lpl.config import RunOptions, option
 from lpl.layers import DENSE_RATES, DenseLPLLayer, DenseLPLStack
 from lpl.layout import RunLayout, save_export
