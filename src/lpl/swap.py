@@ -455,8 +455,9 @@ def swap_exposure(config: SwapConfig) -> int:
               Bullets((f"objects: {config.pairs} test images of each of six classes; readout: {config.readout_images} "
                        f"training images, {'each with its next frame' if views is not None else 'paired with itself'}"
                        f", {config.readout_steps} steps; {config.exposures} exposures; device {config.device}",
-                       swap_verdict(results["trained"]["monkey"]).text.replace("Selectivity", "Monkeys: selectivity",
-                                                                               1)))]
+                       f"monkey IT (Li & DiCarlo 2008): selectivity fell to {_percent_kept('swap')} of its value "
+                       f"after 400 exposures at the swap position and stayed at {_percent_kept('non_swap')} at the "
+                       "non-swap position"))]
     path = atomic_write_text(to_markdown(blocks), out / "report.md")
     print(f"{verdicts['trained']}\nreport: {path}")
     return 0
