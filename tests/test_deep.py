@@ -107,6 +107,9 @@ def test_small_run_writes_results_for_initialisation_and_trained(tmp_path, small
     results = json.loads((out / "logs" / "deep_lpl_results.json").read_text())
     assert [r["layer"] for r in results["initialisation"]] == [1, 2, 3]
     assert {"readout", "participation_ratio", "mean_activation"} <= set(results["trained"][0])
+    spatial = results["spatial"]  # SMALL: channels 8, 16, 16 at 16, 8, 8 positions, pooled to at most 4 x 4
+    assert spatial["grid"] == 4 and spatial["trained"]["features"] == [8 * 16, 16 * 16, 16 * 16, 640]
+    assert all(0 <= a <= 1 for a in [*spatial["initialisation"]["layers"], spatial["trained"]["all"]])
     blob = torch.load(out / "activations" / "deep_lpl_activations_after.pt")
     assert blob["layer3_activations"].shape == (64, 16) and blob["labels"].shape == (64,)
     assert main(["report", str(out), "--no-baselines"]) == 0
