@@ -21,6 +21,7 @@ from lpl.heads import (
     info_nce_loss,
     resample_at,
 )
+from lpl.validation import LPLError
 
 
 def _orthonormal(n: int, d: int) -> torch.Tensor:
@@ -262,3 +263,28 @@ def test_the_predictive_term_on_its_own_grid_compares_pooled_outputs():
     _, pooled = LPLHead(6, grid=1)(maps)
     assert hybrid["pred"].item() == pytest.approx(pooled["pred"].item(), rel=1e-6)
     assert hybrid["hebb"] == full["hebb"] and hybrid["decorr"] == full["decorr"]
+
+
+def test_stale_estimates_take_the_previous_batchs_mean_and_variance():
+    """The official code's option: the Hebbian term's statistics are the previous batch's (mean and variance
+    averaged over the two views). With this batch's own statistics, and views of equal statistics, its gradient is
+    the log-variance term's; the first batch uses its own."""
+    torch.manual_seed(0)
+    head = LPLHead(6, LPLOptions(stale_estimates=True)).train()
+    first, second = _maps()[:10].repeat(2, 1, 1, 1), _maps() * 2 + 0.5
+    maps = first.clone().requires_grad_()
+    _, plain = LPLHead(6)(first)
+    loss, terms = head(maps)
+    pooled = first.mean(dim=(2, 3)).view(2, 10, 6)
+    assert torch.allclose(head.stale, torch.stack((pooled.mean(1).mean(0), pooled.var(1).mean(0))))
+    loss.backward()
+    reference = first.clone().requires_grad_()
+    LPLHead(6)(reference)[0].backward()
+    assert torch.allclose(maps.grad, reference.grad, rtol=1e-4, atol=1e-7)  # own statistics: the same rule
+    _, later = head(second)  # now with the first batch's estimates
+    z = second.mean(dim=(2, 3)).view(2, 10, 6)
+    mean, variance = pooled.mean(1).mean(0), pooled.var(1).mean(0)
+    expected = -((z - mean).square().sum(1) / (9 * (variance + 1e-4))).mean(1).mean()  # mean over units and views
+    assert later["hebb"].item() == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(LPLError, match="--stale-estimates works on pooled outputs"):
+        LPLHead(6, LPLOptions(stale_estimates=True), grid=0)

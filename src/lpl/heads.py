@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lpl import rules
 from lpl.config import option, require
 from lpl.convnet import ConvNet, distributed, full_precision, gather_batch, grid_pool
 from lpl.objective import LPLObjective
@@ -168,6 +169,9 @@ class LPLOptions:
     pred_grid: int | None = option(None, "LPL: the predictive term's own grid (1: compare globally pooled outputs "
                                    "while the Hebbian and decorrelation terms see the loss grid; default: the loss "
                                    "grid)")
+    stale_estimates: bool = option(False, "LPL on pooled outputs (loss grid 1): the Hebbian term takes each unit's "
+                                   "mean and variance from the previous batch, as an option of the official code "
+                                   "does (a neuron's running estimates rather than this batch's statistics)")
 
     def __post_init__(self) -> None:
         require(self.projector >= 0, f"--projector must be >= 0, got {self.projector}")
@@ -190,10 +194,18 @@ class LPLHead(LayerHead):
     Options = LPLOptions
     terms = LPL_TERMS
     options: LPLOptions
+    stale: Tensor  # buffers
+    stale_ready: Tensor
 
     def __init__(self, channels: int, options: LPLOptions | None = None, grid: int = 1):
         super().__init__(channels, options, grid)
+        if self.options.stale_estimates and (grid != 1 or self.options.projector):
+            raise LPLError("--stale-estimates works on pooled outputs (--loss-grid 1) without --projector, as in "
+                           "the official code")
         self.objective = self.options.objective()
+        # the previous batch's mean and variance of each unit (--stale-estimates), and whether there was one
+        self.register_buffer("stale", torch.zeros(2, channels), persistent=self.options.stale_estimates)
+        self.register_buffer("stale_ready", torch.zeros((), dtype=torch.bool), persistent=self.options.stale_estimates)
         hidden = self.options.projector
         self.projector = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, 256, 1),
                                        nn.ReLU(inplace=True)) if hidden else None
@@ -208,7 +220,20 @@ class LPLHead(LayerHead):
         hebb_views = positions if self.options.shared_variance else None
         terms = self.objective.terms(z_prev, z_now, gather_batch, decorr_views=positions, hebb_views=hebb_views,
                                      pred_views=self._pred_views(maps, z, geometry))
+        if self.options.stale_estimates and self.training:
+            terms["hebb"] = self._stale_hebbian(torch.stack((gather_batch(z_prev), gather_batch(z_now))))
         return self.objective.weighted(terms), {k: v.detach() for k, v in terms.items()}
+
+    def _stale_hebbian(self, views: Tensor) -> Tensor:
+        """The Hebbian term of ``views`` (2, B, C) with the previous batch's estimates (this batch's the first
+        time), which it then replaces by this batch's: the mean and unbiased variance over images, averaged
+        over the two views, as the official code keeps them."""
+        current = torch.stack((views.detach().mean(dim=1).mean(0), views.detach().var(dim=1).mean(0)))
+        mean, variance = torch.where(self.stale_ready, self.stale, current)
+        with torch.no_grad():
+            self.stale.copy_(current)
+            self.stale_ready.fill_(True)
+        return 0.5 * rules.hebbian_loss_stale(views, mean, variance, self.objective.reduction, self.objective.eps)
 
     def _pred_views(self, maps: Tensor, z: Tensor, geometry: Tensor | None) -> tuple[Tensor, ...] | None:
         """The predictive term's (earlier, later[, mask]) where they differ from the loss grid's views: on the

@@ -77,6 +77,15 @@ def hebbian_loss(z: Tensor, reduction: Reduction = "sum", eps: float = EPS) -> T
     return -torch.log(variance + eps).sum() * _unit_scale(z.shape[-1], reduction)
 
 
+def hebbian_loss_stale(z: Tensor, mean: Tensor, variance: Tensor, reduction: Reduction = "sum",
+                       eps: float = EPS) -> Tensor:
+    """The Hebbian term with stale estimates (an option of the official code): ``-sum_b (z - mean)^2 /
+    ((B - 1)(var + eps))`` for ``z`` (..., B, M), with ``mean`` and ``variance`` (M,) estimated on earlier
+    batches (constants). Its gradient is ``hebbian_grad``'s with those estimates in place of the batch's own."""
+    spread = (z - mean.detach()).square().sum(dim=-2) / ((z.shape[-2] - 1) * (variance.detach() + eps))
+    return -spread.sum() * _unit_scale(z.shape[-1], reduction)
+
+
 def hebbian_grad(z: Tensor, reduction: Reduction = "sum", eps: float = EPS) -> Tensor:
     """d hebbian_loss / d z, shape (..., B, M): ``-2 (z - mean) / ((B - 1)(var + eps))``."""
     return hebbian_grad_centered(centered(z), reduction, eps)
