@@ -14,7 +14,7 @@ def test_baseline_entry_changes_with_any_image_label_or_setting():
     config = {"dataset": "/data/clips"}
 
     def entry(data: ImageSet, width: int = 16, probes: bool = True) -> str:
-        return evaluate.baseline_cache_file(config, data, width, probes).name
+        return evaluate.baseline_cache_file(config, data, [width], probes).name
 
     first = entry(ImageSet(images, labels))
     assert first.startswith("clips-200-16-") and entry(ImageSet(images.clone(), labels.clone())) == first

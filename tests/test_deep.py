@@ -113,7 +113,8 @@ def test_small_run_writes_results_for_initialisation_and_trained(tmp_path, small
     blob = torch.load(out / "activations" / "deep_lpl_activations_after.pt")
     assert blob["layer3_activations"].shape == (64, 16) and blob["labels"].shape == (64,)
     assert main(["report", str(out), "--no-baselines"]) == 0
-    assert "deep_lpl: linear readout per layer" in (out / "report" / "report.md").read_text()
+    markdown = (out / "report" / "report.md").read_text()
+    assert markdown.index("## Linear readout per layer") < markdown.index("| deep_lpl | lpl | layer-local |")
 
 
 def _free_port() -> int:

@@ -194,8 +194,10 @@ def training_sentences(rows: Sequence[Row], tol: float = MIN_TOLERANCE,
 
 
 def baselines_of(row: Row, rows: Sequence[Row]) -> list[Row]:
-    """The baselines ``row`` is judged against: same data, and the row's run among theirs (if they name any)."""
-    return [b for b in rows if b.stage == "baseline" and b.data == row.data and (not b.runs or row.source in b.runs)]
+    """The baselines ``row`` is judged against: same data and width, and the row's run among theirs (if they
+    name any)."""
+    return [b for b in rows if b.stage == "baseline" and b.data == row.data and (not b.runs or row.source in b.runs)
+            and b.values.get("units") == row.values.get("units")]
 
 
 def versus_sentence(row: Row, base: Row, tol: float = MIN_TOLERANCE, probes: Mapping[str, str] = PROBES) -> str:
