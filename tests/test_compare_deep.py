@@ -197,3 +197,38 @@ def test_report_of_a_folder_with_two_deep_runs_shows_them_side_by_side(tmp_path,
     assert (root / "report" / "deep_runs.csv").read_text().startswith("row,folder,run,")
     # the exports' probes follow, said to be another protocol than the readout above
     assert "This probe protocol differs from the readout above" in markdown
+
+
+def test_a_report_from_records_and_results_alone_describes_each_objective_in_its_own_words(tmp_path):
+    """SimCLR, BYOL and LPL, layer-local, without exports (as docs/measured keeps them): each described by its
+    record, the headline first with both readout protocols, the loss terms drawn as objective terms."""
+    grid = {"grid": 4, "initialisation": {"layers": [0.5] * 8, "all": 0.55, "features": [1024] * 9},
+            "trained": {"layers": [0.6] * 7 + [0.58], "all": 0.66, "features": [1024] * 9}}
+    root = tmp_path / "out"
+    for objective in ("lpl", "byol", "simclr"):
+        write_run(root, objective, False, spatial=grid if objective == "simclr" else None,
+                  readouts=READOUTS["lpl", False])
+    log = [{"step": s, "loss": 1.0 / s, "layer1_byol": 2.0 / s, "layer2_byol": 3.0 / s, "lr": 0.1, "epoch": s / 10,
+            "samples_per_s": 1000.0, "elapsed_s": s} for s in (1, 2, 3)]
+    (root / "logs" / "deep_byol_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    assert main(["report", str(root)]) == 0
+    markdown = (root / "report" / "report.md").read_text()
+    for objective in ("lpl", "byol", "simclr"):
+        assert f"**deep_{objective}**: {HEADS[objective].summary}; trained layer-local; vgg11 network of 8 conv " \
+               f"blocks" in markdown
+    assert "deep LPL" not in markdown and "8 conv blocks" in markdown
+    headline = markdown.split("\n\n")[:5]
+    assert headline[0] == f"# LPL report: `{root}`" and headline[1] == "## Linear readout per layer"
+    assert headline[2] == ("**Answer.** Globally pooled features (the paper's readout): best is **deep_byol**, layer 6, "
+                           "**55.3%** against 30.0% for its random initialisation; spatial readout: best is "
+                           "**deep_simclr**, all blocks concatenated, **66.0%** against 55.0% for its random "
+                           "initialisation. Chance is 10.0%.")
+    assert "| deep_simclr | 60.0 | 60.0 | 60.0 | 60.0 | 60.0 | 60.0 | 60.0 | 58.0 | 66.0 |" in markdown
+    assert "| random initialisation | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 55.0 |" in markdown
+    # BYOL's logged loss is an objective term, described by the record, never drawn among the statistics.
+    assert ("**byol**: BYOL loss: 2 - 2 cos(prediction, target), summed over both directions (0 to 4); it falls"
+            in markdown) and (root / "report" / "deep_byol_curves.png").is_file()
+    from lpl.analysis.figures import plot_training_curves
+
+    _, groups = plot_training_curves(log, tmp_path / "c.png", "c", terms_record(HEADS["byol"].terms, RUN_TERMS))
+    assert groups == {"objective": ["loss", "byol"], "schedule": ["lr", "epoch"]}

@@ -182,3 +182,18 @@ def test_report_of_a_wrong_folder_says_what_to_pass(tmp_path, capsys):
     (tmp_path / "run" / "logs" / "x_run.json").write_text('{"format": "lpl-run/1", "config": {}}')
     assert main(["report", str(tmp_path / "run")]) == 2
     assert "have neither readouts (logs/*_results.json) nor exports" in capsys.readouterr().err
+
+
+def test_a_trainers_own_terms_win_over_the_shared_ones(small_shapes):
+    """The seed's BYOL logs ``loss`` as -2 x cosine: its record (and so its report) says so, not the shared
+    meaning of ``loss`` (the weighted objective of every head)."""
+    from lpl.data import load_splits
+    from lpl.terms import RUN_TERMS, Term, terms_record
+    from lpl.train.byol import BYOLConfig
+
+    own = {"loss": Term("mine", "falls"), "x": Term("x")}
+    assert terms_record(own, RUN_TERMS)["loss"]["meaning"] == "mine"
+    assert list(terms_record(own, RUN_TERMS)) == ["loss", "x", *(k for k in RUN_TERMS if k != "loss")]
+    train, test = load_splits("shapes")
+    terms = BYOLConfig(dataset="shapes").describe(train, test)["terms"]
+    assert terms["loss"]["meaning"] == "BYOL loss: -2 x cosine of prediction and target (minimum -2)"

@@ -18,8 +18,8 @@ from lpl.analysis.runs import Run, describe_data
 from lpl.analysis.verdicts import deep_sentences, join_names, pct, tolerance
 from lpl.config import PLACEMENT, RUN_CONTROL
 
-NETWORK_KEYS = ("dataset", "image_size", "seed", "channels", "pool_after")  # these fix the initial network
-READOUT_KEYS = ("num_export", "eval_train", "eval_epochs")  # these fix how its readout is measured
+# These fix the initial network (with the record's network) and how its readout is measured.
+NETWORK_KEYS = ("dataset", "image_size", "seed", "num_export", "eval_train", "eval_epochs")
 # Settings that may differ between runs of a fair comparison (besides what is compared) or do not change results.
 NOT_COMPARED = RUN_CONTROL | PLACEMENT | {"objective", "end_to_end", "name"}  # the last three: in each run's label
 
@@ -86,15 +86,17 @@ class Extras:
 
 
 def init_rows(runs: Sequence[Run]) -> list[InitRow]:
-    """One row per distinct random initialisation: runs of the same data, seed and architecture (and readout
-    settings) start from the same network; runs without a config are grouped by equal numbers."""
+    """One row per distinct random initialisation: runs of the same data, seed and network (as their records
+    describe it; and readout settings) start from the same network; runs without a record are grouped by equal
+    numbers."""
     groups: dict[str, list[Run]] = {}
     known: dict[str, bool] = {}
     for run in runs:
         if not run.readouts("initialisation"):
             continue
-        by_config = all(k in run.config for k in ("seed", "channels"))
-        key = json.dumps([run.config.get(k) for k in (*NETWORK_KEYS, *READOUT_KEYS)]) if by_config \
+        network = (run.record or {}).get("network")
+        by_config = network is not None and "seed" in run.config
+        key = json.dumps([network, *(run.config.get(k) for k in NETWORK_KEYS)], sort_keys=True) if by_config \
             else json.dumps([round(v, 9) for v in run.readouts("initialisation")])
         groups.setdefault(key, []).append(run)
         known[key] = by_config
@@ -111,22 +113,21 @@ def scored_images(runs: Sequence[Run]) -> int | None:
 
 # ---------------------------------------------------------------- text
 
-def answer(runs: Sequence[Run], inits: Sequence[InitRow], chance: float | None) -> str:
-    """The headline: the best trained layer of each protocol against the random initialisation read out the
-    same way, and chance."""
-    init_of = {r.label: i.runs[0] for i in inits for r in i.runs}
+def answer(runs: Sequence[Run], chance: float | None) -> str:
+    """The headline: the best trained layer of each protocol against the same run's network at initialisation,
+    read out the same way, and chance."""
     parts = []
     for protocol, get in (("globally pooled features (the paper's readout)", Run.readouts),
                           ("spatial readout", _spatial)):
-        trained = {r.label: values for r in runs if (values := get(r, "trained"))}
+        trained = [(run, k, v) for run in runs for k, v in enumerate(get(run, "trained"), 1)]
         if not trained:
             continue
-        label, layer, value = max(((label, k, v) for label, values in trained.items() for k, v in enumerate(values, 1)),
-                                  key=lambda e: e[2])
-        start = get(init_of[label], "initialisation") if label in init_of else []
+        run, layer, value = max(trained, key=lambda e: e[2])
+        start = get(run, "initialisation")
         versus = f" against {pct(start[layer - 1])}% for its random initialisation" if len(start) >= layer else ""
-        where = "all blocks concatenated" if get is _spatial and layer == len(trained[label]) else f"layer {layer}"
-        parts.append(f"{protocol}: best is **{label}**, {where}, **{pct(value)}%**{versus}")
+        last = get is _spatial and layer == len(get(run, "trained"))
+        parts.append(f"{protocol}: best is **{run.label}**, {'all blocks concatenated' if last else f'layer {layer}'}, "
+                     f"**{pct(value)}%**{versus}")
     text = "; ".join(parts)
     return (f"**Answer.** {text[0].upper()}{text[1:]}. " if parts else "") + (
         f"Chance is {pct(chance)}%." if chance is not None else "Chance cannot be judged (the runs do not share a "
@@ -173,13 +174,14 @@ def _init_notes(runs: Sequence[Run], inits: Sequence[InitRow]) -> list[str]:
     for init in inits:
         who = "all runs start" if len(init.runs) == len(runs) and len(runs) > 1 else \
             "the run starts" if len(init.runs) == 1 else f"{join_names([r.label for r in init.runs])} start"
-        config = init.runs[0].config
-        why = (f"seed {config.get('seed')}, {len(config.get('channels') or [])} conv blocks on "
-               f"{config.get('dataset', 'the same data')}" if init.same_network else "identical readouts")
+        first = init.runs[0]
+        blocks = len((first.record or {}).get("network", {}).get("channels", []))
+        why = f"seed {first.config.get('seed')}, {blocks} conv blocks on {first.dataset}" if init.same_network \
+            else "identical readouts"
         text = f"**{init.label}**: the network before training; {who} from it ({why})"
         if len(init.runs) > 1:
             text += ", so it is shown once"
-        if init.spread > 1e-9:
+        if init.spread >= 0.0005:  # shows as 0.1 points or more
             text += (f". Their readouts of it differ by up to {100 * init.spread:.1f} points (each run fits its "
                      f"own readout); the row shows those of {init.runs[0].label}")
         notes.append(text + ".")
@@ -210,22 +212,24 @@ def readout_tables(runs: Sequence[Run], inits: Sequence[InitRow], extras: Extras
     def wall(seconds: float | None, device: str | None) -> str | None:
         return None if seconds is None else duration(seconds) + (f" ({device})" if device else "")
 
-    def stage(run: Run, name: str) -> dict[str, Any]:
-        values = {f"layer{k}_readout": v for k, v in enumerate(run.readouts(name), 1)}
+    def stage(group: Sequence[Run], name: str) -> dict[str, Any]:
+        """The readouts of the first run of ``group``, the spatial ones of the first that has them."""
+        values = {f"layer{k}_readout": v for k, v in enumerate(group[0].readouts(name), 1)}
         values |= {f"layer{k}_participation_ratio": v
-                   for k, v in enumerate(run.readouts(name, "participation_ratio"), 1)}
-        return values | {f"spatial{k}": v for k, v in enumerate(_spatial(run, name), 1)}
+                   for k, v in enumerate(group[0].readouts(name, "participation_ratio"), 1)}
+        spatial = next((found for r in group if (found := _spatial(r, name))), [])
+        return values | {f"spatial{k}": v for k, v in enumerate(spatial, 1)}
 
     rows: list[dict[str, Any]] = [
         {"row": r.label, "folder": str(r.layout.root), "run": r.name, "objective": r.objective.get("name") or
          r.config.get("objective"), "training": r.objective.get("training") or
          ("end-to-end" if r.config.get("end_to_end") else "layer-local"), "epochs": r.length,
          "steps": r.config.get("steps"), "seed": r.config.get("seed"), "wall_s": r.wall_s,
-         "wall": wall(r.wall_s, r.timing.get("device")), "device": r.timing.get("device"), **stage(r, "trained")}
+         "wall": wall(r.wall_s, r.timing.get("device")), "device": r.timing.get("device"), **stage([r], "trained")}
         for r in runs]
     rows += [{"row": label, "objective": "", "training": "not run", "epochs": ""} for label in extras.missing]
     rows += [{"row": i.label, "training": "untrained", "epochs": "0", "steps": 0, "seed": i.runs[0].config.get("seed"),
-              **stage(i.runs[0], "initialisation")} for i in inits]
+              **stage(i.runs, "initialisation")} for i in inits]
     rows += [{"row": x.label, "input_readout": x.readout, "wall_s": x.wall_s, "device": x.device or None,
               "wall": wall(x.wall_s, x.device)} for x in extras.inputs]
     for row in rows:
@@ -290,7 +294,9 @@ def deep_comparison(runs: Sequence[Run], figure: Path, notes: Sequence[str] = ()
     notes = [*_init_notes(runs, inits), *notes]
     verdicts = verdict_sentences(runs, inits, tol) or ["No trained run to compare yet."]
     blocks: list[Block] = [
-        Heading(extras.title), Paragraph(answer(runs, inits, chance)), tables[0], *spatial,
+        Heading(extras.title), Paragraph(answer(runs, chance)),
+        Paragraph("Globally pooled features (the paper's readout), % correct, trained and at initialisation:"),
+        tables[0], *spatial,
         Paragraph(_setup(runs, tol, extras.varied)), *([Bullets(tuple(notes))] if notes else []),
         Paragraph("**What the runs are** (from their run records):"), Bullets(tuple(described)),
         Figure(png, caption), Paragraph("**Findings.**"), Bullets(tuple(verdicts))]
