@@ -219,8 +219,8 @@ def test_a_report_from_records_and_results_alone_describes_each_objective_in_its
     assert "deep LPL" not in markdown and "8 conv blocks" in markdown
     headline = markdown.split("\n\n")[:5]
     assert headline[0] == f"# LPL report: `{root}`" and headline[1] == "## Linear readout per layer"
-    assert headline[2] == ("**Answer.** Globally pooled features (the paper's readout): best is **deep_byol**, layer 6, "
-                           "**55.3%** against 30.0% for its random initialisation; spatial readout: best is "
+    assert headline[2] == ("**Answer.** Globally pooled features (the paper's readout): best is **deep_byol**, "
+                           "layer 6, **55.3%** against 30.0% for its random initialisation; spatial readout: best is "
                            "**deep_simclr**, all blocks concatenated, **66.0%** against 55.0% for its random "
                            "initialisation. Chance is 10.0%.")
     assert "| deep_simclr | 60.0 | 60.0 | 60.0 | 60.0 | 60.0 | 60.0 | 60.0 | 58.0 | 66.0 |" in markdown
