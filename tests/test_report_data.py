@@ -126,7 +126,7 @@ def test_analyze_measures_view_invariance_of_exports_of_sequences(tmp_path, caps
     # chance of a random candidate among 3 own views and 44 others (40 with --objects) at G = 1
     assert float(trained["view_chance_1"]) == pytest.approx(3 / 47)
     assert float(by_object["r, trained"]["view_chance_1"]) == pytest.approx(3 / 43)
-    assert "identification ≥1 frames" in markdown and "Chance (a random candidate): 0.070 at G = 1" in markdown
+    assert "identification ≥1 frames" in markdown and "Chance: 0.070 at G = 1" in markdown
 
 
 def test_invariance_flags_need_sequences_and_objects_that_match(tmp_path, capsys):

@@ -84,7 +84,7 @@ def analyze(config: AnalyzeConfig) -> int:
         raise LPLError("lpl analyze needs export files (activations/*_after.pt)")
     runs = find_runs(config.files)
     rows = evaluate_runs(runs, config.baselines, *config.views())
-    blocks, _ = results_blocks(runs, rows)
+    blocks = results_blocks(runs, rows)
     print(to_markdown(blocks))
     if config.csv:
         atomic_write_text(to_csv(rows_table(rows)), Path(config.csv))
@@ -111,7 +111,7 @@ def compare(config: CompareConfig) -> int:
         blocks, table = deep_comparison(deep, Path(f"{config.output}.png"), notes)
         title = "Comparison of deep runs: "
     elif rows := evaluate_runs(runs, config.baselines):
-        blocks, shown = results_blocks(runs, rows)
+        blocks = results_blocks(runs, rows)
         table, title = rows_table(rows), "Comparison: "
     else:
         raise LPLError(f"{', '.join(config.files)}: no deep results (logs/*_results.json) and no exports "

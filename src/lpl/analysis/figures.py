@@ -1,5 +1,5 @@
-"""The report's figures (PNG): training curves grouped as the run record groups its terms, per-layer profiles
-and comparisons, similarity against frame distance, activation histograms, PCA embeddings, receptive fields."""
+"""The report's figures (PNG): training curves grouped as the run record groups its terms, readout per layer
+of runs side by side, similarity against frame distance, activation histograms, PCA embeddings, receptive fields."""
 
 from __future__ import annotations
 
@@ -17,18 +17,6 @@ from lpl.io import atomic_write_bytes
 GROUP_TITLES = {"objective": "Objective terms (the quantities training minimises)",
                 "statistics": "Statistics of weights and activations", "schedule": "Schedule",
                 "undescribed": "Logged quantities the run record does not describe"}
-_LAYERED = re.compile(r"^layer(\d+)_(.+)$")
-
-
-def split_key(key: str) -> tuple[str, str]:
-    """``('2', 'pred')`` for ``layer2_pred``; ``('', 'loss')`` for ``loss``."""
-    match = _LAYERED.match(key)
-    return (match.group(1), match.group(2)) if match else ("", key)
-
-
-def term_group(name: str, terms: Mapping[str, Mapping[str, Any]]) -> str:
-    """The group the run record gives term ``name`` (``undescribed`` for a term it does not list)."""
-    return str(terms.get(name, {}).get("group", "undescribed"))
 
 
 def _plt() -> Any:
@@ -49,17 +37,21 @@ def _save(fig: Any, path: Path, tight: bool = True) -> Path:
     return atomic_write_bytes(buffer.getvalue(), path)
 
 
+def _legend_right(ax: Any) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+
+
 def plot_training_curves(records: Sequence[Mapping[str, Any]], path: Path, title: str,
                          terms: Mapping[str, Mapping[str, Any]]) -> tuple[Path, dict[str, list[str]]] | None:
-    """Logged terms against the step, one panel per term (a line per layer), grouped as ``terms`` (the run
-    record's) groups them; throughput is left out. Returns the figure and the names drawn per group, or None
-    when nothing was logged."""
-    records = [r for r in records if "event" not in r and "step" in r]
+    """Logged terms (``layer<k>_<term>`` or ``<term>``) against the step, one panel per term and a line per
+    layer, grouped as ``terms`` (the run record's) groups them; throughput is left out. Returns the figure and
+    the terms drawn per group, or None when nothing was logged."""
     panels: dict[str, dict[str, dict[str, list[tuple[float, float]]]]] = {g: {} for g in GROUP_TITLES}
-    for record in records:
+    for record in (r for r in records if "event" not in r and "step" in r):
         for key, value in record.items():
-            layer, name = split_key(key)
-            group = term_group(name, terms)
+            layer, name = match.groups() if (match := re.match(r"layer(\d+)_(.+)$", key)) else ("", key)
+            group = terms.get(name, {}).get("group", "undescribed")
             if key != "step" and group in panels and isinstance(value, int | float) and not isinstance(value, bool):
                 panels[group].setdefault(name, {}).setdefault(layer, []).append((record["step"], float(value)))
     groups = [(g, drawn) for g, drawn in panels.items() if drawn]
@@ -69,15 +61,13 @@ def plot_training_curves(records: Sequence[Mapping[str, Any]], path: Path, title
     cols = max(min(4, max(len(t) for _, t in groups)), 2)
     heights = [-(-len(t) // cols) for _, t in groups]
     fig = plt.figure(figsize=(cols * 3.3, sum(heights) * 2.6 + 0.6 * len(groups)), layout="constrained")
-    subfigs = fig.subfigures(len(groups), 1, height_ratios=heights, squeeze=False)[:, 0]
-    for subfig, (group, drawn), rows in zip(subfigs, groups, heights):
+    for subfig, (group, drawn), rows in zip(fig.subfigures(len(groups), 1, height_ratios=heights, squeeze=False)[:, 0],
+                                            groups, heights):
         subfig.suptitle(GROUP_TITLES[group], fontsize=11, x=0.01, ha="left")
         axes = list(subfig.subplots(rows, cols, squeeze=False).flat)
         for ax, (name, lines) in zip(axes, drawn.items()):
             for layer, points in sorted(lines.items(), key=lambda kv: int(kv[0] or 0)):
-                steps, values = zip(*points)
-                ax.plot(steps, values, marker="." if len(points) < 30 else None,
-                        label=f"layer {layer}" if layer else None)
+                ax.plot(*zip(*points), marker="." if len(points) < 30 else None, label=layer and f"layer {layer}")
             ax.set_title(name, fontsize=9)
             ax.set_xlabel("training step", fontsize=8)
             ax.tick_params(labelsize=7)
@@ -87,24 +77,6 @@ def plot_training_curves(records: Sequence[Mapping[str, Any]], path: Path, title
             ax.axis("off")
     fig.suptitle(title, fontsize=12)
     return _save(fig, path, tight=False), {group: list(drawn) for group, drawn in groups}
-
-
-def plot_layer_profile(profiles: Mapping[str, Mapping[str, Sequence[float]]], path: Path, title: str,
-                       chance: float | None = None) -> Path:
-    """One panel per measure (``{measure: {stage: value per layer}}``), a line per stage against the layer."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(profiles), figsize=(4.4 * len(profiles), 3.3), squeeze=False)
-    for ax, (measure, stages) in zip(axes[0], profiles.items()):
-        for stage, values in stages.items():
-            ax.plot(range(1, len(values) + 1), values, marker="o", label=stage)
-        if chance is not None and "accuracy" in measure:
-            ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
-        ax.set_xlabel("layer")
-        ax.set_ylabel(measure)
-        ax.set_xticks(range(1, max(len(v) for v in stages.values()) + 1))
-        ax.legend(fontsize=8)
-    fig.suptitle(title, fontsize=11)
-    return _save(fig, path)
 
 
 def plot_layer_comparison(runs: Mapping[str, Sequence[float]], init: Mapping[str, Sequence[float]], path: Path,
@@ -137,13 +109,9 @@ def plot_layer_comparison(runs: Mapping[str, Sequence[float]], init: Mapping[str
     drawn = [x for line in (*runs.values(), *init.values()) for x in line if x == x]  # NaN left out
     if not percent and drawn and max(drawn) > 10 * min(drawn) > 0:  # collapsed and rich layers on one axis
         ax.set_yscale("log")
-    ax.set_xticks(range(1, layers + 1))
-    ax.set_xlabel("layer")
-    ax.set_ylabel(ylabel)
+    ax.set(xticks=range(1, layers + 1), xlabel="layer", ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    ax.set_title(title, fontsize=11)
+    _legend_right(ax)
     return _save(fig, path)
 
 
@@ -170,11 +138,9 @@ def plot_similarity_curves(curves: Mapping[str, tuple[Sequence[int], Sequence[fl
     for label, (distance, similarity, across) in curves.items():
         (line,) = ax.plot(distance, similarity, marker="o", label=label)
         ax.axhline(across, color=line.get_color(), linestyle=":", linewidth=1)
-    ax.set_xlabel("frame distance")
-    ax.set_ylabel("mean cosine similarity (centred)")
+    ax.set(xlabel="frame distance", ylabel="mean cosine similarity (centred)", title=title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    ax.set_title(title, fontsize=11)
+    _legend_right(ax)
     return _save(fig, path)
 
 
@@ -202,9 +168,7 @@ def plot_histograms(layers: Mapping[str, Mapping[str, torch.Tensor]], path: Path
     for ax, (layer, stages) in zip(axes[0], layers.items()):
         for stage, x in stages.items():
             ax.hist(x.flatten().numpy(), bins=60, alpha=0.6, label=stage, density=True)
-        ax.set_title(layer, fontsize=10)
-        ax.set_xlabel("activation value")
-        ax.set_ylabel("density")
+        ax.set(title=layer, xlabel="activation value", ylabel="density")
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=11)
     return _save(fig, path)
@@ -221,7 +185,5 @@ def plot_embedding(x: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]
     handles, _ = scatter.legend_elements()
     names = list(classes) or [str(i) for i in range(int(labels.max()) + 1)]
     ax.legend(handles, names[: len(handles)], fontsize=7, loc="best", markerscale=0.8)
-    ax.set_xlabel("PC 1")
-    ax.set_ylabel("PC 2")
-    ax.set_title(title, fontsize=10)
+    ax.set(xlabel="PC 1", ylabel="PC 2", title=title)
     return _save(fig, path)

@@ -1,10 +1,7 @@
-"""Runs as their files describe them, and the one place that finds them.
-
-A ``Run`` is built from what training and ``lpl readout`` wrote (``lpl.layout``): the run record
-``logs/<name>_run.json`` (what the run is: network, objective, logged terms, data, config), the readouts
-``logs/<name>_results.json`` of deep runs, the exports ``activations/<stem>_{before,after}.pt`` and the log.
-Reports read every description from the record and never guess one from a config.
-"""
+"""Runs as their files describe them, and the one place that finds them: a ``Run`` is built from its run record
+``logs/<name>_run.json`` (network, objective, logged terms, data, config: ``lpl.layout``), the readouts
+``logs/<name>_results.json`` of deep runs, its exports and its log. Reports take every description from the
+record and never guess one from a config."""
 
 from __future__ import annotations
 
@@ -27,30 +24,43 @@ STATUS = {"nonfinite": "stopped: non-finite", "interrupted": "interrupted"}  # o
 
 @dataclass
 class Run:
-    """One run: its record (None for an export an older lpl wrote), readouts, exports, log and timing."""
+    """One run: its record (None for an export without one), readouts, timing, and export files named on the
+    command line (else those of its layout)."""
 
     label: str
     layout: RunLayout
     record: dict[str, Any] | None
     results: dict[str, Any] = field(default_factory=dict)
     timing: dict[str, Any] = field(default_factory=dict)
-    files: dict[str, Path] = field(default_factory=dict)  # the exports named on the command line, if any
+    files: dict[str, Path] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return self.layout.name
 
+    def _part(self, key: str) -> dict[str, Any]:
+        return (self.record or {}).get(key) or {}
+
     @property
     def config(self) -> dict[str, Any]:
-        return (self.record or {}).get("config") or self.results.get("config") or {}
+        return self._part("config") or self.results.get("config") or {}
 
     @property
     def objective(self) -> dict[str, Any]:
-        return (self.record or {}).get("objective", {})
+        return self._part("objective")
+
+    @property
+    def objective_name(self) -> str:
+        return str(self.objective.get("name") or self.config.get("objective") or "unknown")
+
+    @property
+    def training(self) -> str:
+        training = {True: "end-to-end", False: "layer-local"}.get(bool(self.config.get("end_to_end")), "?")
+        return str(self.objective.get("training") or training)
 
     @property
     def data(self) -> dict[str, Any]:
-        return (self.record or {}).get("data", {})
+        return self._part("data")
 
     @property
     def dataset(self) -> str:
@@ -75,9 +85,8 @@ class Run:
     def readouts(self, stage: str = "trained", key: str = "readout") -> list[float]:
         """``key`` per layer from the results (``trained`` or ``initialisation``), NaN where missing."""
         entries = self.results.get(stage)
-        if not isinstance(entries, list):
-            return []
-        return [float(e.get(key, math.nan)) for e in sorted(entries, key=lambda e: int(e.get("layer", 0)))]
+        return [float(e.get(key, math.nan)) for e in sorted(entries, key=lambda e: int(e.get("layer", 0)))] \
+            if isinstance(entries, list) else []
 
     @property
     def deep(self) -> bool:
@@ -91,48 +100,46 @@ class Run:
         return float(wall) if isinstance(wall, int | float) else None
 
     @property
+    def last_step(self) -> int | None:
+        return next((r.get("step") for r in reversed(self.log) if "event" not in r), None)
+
+    @property
     def length(self) -> str:
-        """``100`` (epochs) or ``5000 steps``, with how the run stopped early."""
-        steps, planned = self.config.get("steps"), (self.record or {}).get("schedule", {}).get("steps")
+        """``100`` (epochs) or ``5000 steps``, and how the run stopped early."""
+        steps, planned, last = self.config.get("steps"), self._part("schedule").get("steps"), self.last_step
         text = f"{steps} steps" if steps else str(self.config.get("epochs", "?"))
-        last = next((r.get("step") for r in reversed(self.log) if "event" not in r), None)
-        if planned and isinstance(last, int) and last < planned:
-            text += f", stopped at step {last} of {planned}"
-        if self.timing.get("status") not in (None, "completed"):
-            text += f", {STATUS.get(self.timing['status'], self.timing['status'])}"
-        return text
+        text += f", stopped at step {last} of {planned}" if planned and isinstance(last, int) and last < planned else ""
+        status = self.timing.get("status")
+        return text + (f", {STATUS.get(status, status)}" if status not in (None, "completed") else "")
 
     def schedule(self) -> str:
         """``4800 steps (100 epochs) of 1024 pairs, simclr views, seed 24``."""
-        config, objective = self.config, self.objective
-        steps = (self.record or {}).get("schedule", {}).get("steps") or config.get("steps")
+        config = self.config
+        steps = self._part("schedule").get("steps") or config.get("steps")
         epochs = None if config.get("steps") else config.get("epochs")  # deep runs: --steps 0 means by epochs
-        length = (f"{steps} steps" + (f" ({epochs} epochs)" if epochs else "")) if steps else f"{epochs} epochs"
-        last = next((r.get("step") for r in reversed(self.log) if "event" not in r), None)
-        if steps and isinstance(last, int) and last < steps:
-            length += f", stopped at step {last}"
-        mode = objective.get("views") or objective.get("pairs")
+        text = (f"{steps} steps" + (f" ({epochs} epochs)" if epochs else "")) if steps else f"{epochs} epochs"
+        text += f", stopped at step {self.last_step}" if steps and isinstance(self.last_step, int) and \
+            self.last_step < steps else ""
+        mode = self.objective.get("views") or self.objective.get("pairs")
         if mode == "auto":  # PairStream: consecutive frames when the data has sequences, else augmented views
             mode = "temporal" if self.data.get("sequences", {}).get("train") else "augment"
-        return (f"{length} of {config.get('batch_size')} {'images' if 'tau' in config else 'pairs'}"
+        return (f"{text} of {config.get('batch_size')} {'images' if 'tau' in config else 'pairs'}"
                 + (f", {mode} views" if mode else "") + f", seed {config.get('seed')}")
 
     def method(self) -> str:
-        """What the run trained, in the record's words."""
+        """What the run trained, in its record's words."""
         if self.record is None:
             return (f"no run record ({self.layout.record_file}): written by an older lpl or by hand, so what it is "
                     "cannot be said; retrain it with this version")
-        objective = self.objective
-        return f"{objective.get('summary', objective.get('name', 'unknown objective'))}; trained " \
-               f"{objective.get('training', 'as its record does not say')}"
+        return f"{self.objective.get('summary', self.objective_name)}; trained {self.training}"
 
     def network(self) -> str:
-        """The network in the record's words: kind, widths, pooling and the loss grid."""
-        net = (self.record or {}).get("network", {})
+        """The network in its record's words: kind, widths, pooling and the loss grid."""
+        net = self._part("network")
         if net.get("kind") == "conv":
-            grid = self.objective.get("loss_grid", [])
+            grid = self.objective.get("loss_grid") or [None]
             where = {1: "globally pooled outputs", 0: "full maps"}.get(grid[0], f"{grid[0]}×{grid[0]} grids") \
-                if len(set(grid)) == 1 else f"loss grids {grid} per block"
+                if len(set(grid)) == 1 else f"grids {grid} (one per block)"
             return (f"{net.get('name', 'conv')} network of {len(net['channels'])} conv blocks "
                     f"({'-'.join(map(str, net['channels']))} channels, pooling after blocks "
                     f"{', '.join(map(str, net.get('pool_after', [])))}), loss on {where}")
@@ -142,39 +149,38 @@ class Run:
 
 
 def describe_data(run: Run) -> str:
-    """``**shapes** (32×32 pixels, 1 channel, 6 classes, 16 test sequences)``."""
+    """``**shapes** (32×32 pixels, 1 channel, 6 classes, 128 training and 128 test images, 16 test sequences)``."""
     data, classes = run.data, run.classes
     if "shape" not in data:
         return f"**{run.dataset}**"
     c, h, w = data["shape"]
     sequences = data.get("sequences", {}).get("test", 0)
-    return (f"**{run.dataset}** ({h}×{w} pixels, {c} channel{'s' if c > 1 else ''}, {classes} "
-            f"class{'es' if classes != 1 else ''}, {data['train_images']} training and {data['test_images']} test "
-            f"images" + (f", {sequences} test sequences" if sequences else "") + ")")
-
-
-def _layout(root: Path, name: str, record: dict[str, Any] | None) -> RunLayout:
-    files = (record or {}).get("activation_files") or [f"{name}_activations_after.pt"]
-    return RunLayout(root, name, run_stem(files[0]))
+    return (f"**{run.dataset}** ({h}×{w} pixels, {c} channel{'s' * (c > 1)}, {classes} class{'es' * (classes != 1)}, "
+            f"{data['train_images']} training and {data['test_images']} test images"
+            + (f", {sequences} test sequences" if sequences else "") + ")")
 
 
 def _found_at(path: Path) -> list[tuple[RunLayout, dict[str, Any] | None]]:
     """The runs a path names: a results file's, an export's, or every run of an output folder (or of its run
     folders, as ``lpl reproduce`` keeps them)."""
-    if path.is_file() and path.name.endswith(RESULTS_SUFFIX):
-        root, name = path.parent.parent if path.parent.name == "logs" else path.parent, path.name[:-len(RESULTS_SUFFIX)]
-        return [(_layout(root, name, record := read_record(root / "logs" / f"{name}_run.json")), record)]
     if path.is_file():
-        found = saved_run(path)
-        if found is None:
+        if path.name.endswith(RESULTS_SUFFIX):
+            root = path.parent.parent if path.parent.name == "logs" else path.parent
+            records = [root / "logs" / f"{path.name[:-len(RESULTS_SUFFIX)]}_run.json"]
+        elif (found := saved_run(path)) is not None:
+            records = [path.parent.parent / "logs" / f"{found[0]}_run.json"]
+        else:
             return [(RunLayout(path.parent.parent, run_stem(path), run_stem(path)), None)]
-        return [(_layout(path.parent.parent, found[0], record := read_record(path.parent.parent / "logs" /
-                                                                             f"{found[0]}_run.json")), record)]
-    root = path.parent if path.name == "logs" else path
-    nested = sorted(root.glob("*/logs/*_run.json")) if not (root / "logs").is_dir() else []
-    files = {p: p.parent.parent for p in nested} or {p: root for p in run_records(root).values()}
-    return [(_layout(folder, p.name.removesuffix("_run.json"), record := read_record(p)), record)
-            for p, folder in files.items()]
+    else:
+        root = path.parent if path.name == "logs" else path
+        nested = sorted(root.glob("*/logs/*_run.json")) if not (root / "logs").is_dir() else []
+        records = nested or list(run_records(root).values())
+    out: list[tuple[RunLayout, dict[str, Any] | None]] = []
+    for file in records:
+        record = read_record(file)
+        exports = record.get("activation_files") or [f"{file.name.removesuffix('_run.json')}_activations_after.pt"]
+        out.append((RunLayout(file.parent.parent, file.name.removesuffix("_run.json"), run_stem(exports[0])), record))
+    return out
 
 
 def run_labels(paths: Sequence[Path], names: Sequence[str]) -> list[str]:
@@ -200,10 +206,9 @@ def find_runs(paths: Sequence[str | Path], qualify: bool = False) -> list[Run]:
             if results is None:
                 raise LPLError(f"{layout.results_file} is not a readable results file; rerun lpl readout on "
                                f"{layout.root}")
-            timing = read_json(layout.root / TIMING_FILE) or {}
-            files = before_after(path) if path.is_file() and path.suffix == ".pt" else {}
-            found.setdefault((layout.root.resolve(), layout.name), Run(layout.name, layout, record, results, timing,
-                                                                       files))
+            files = before_after(path) if path.suffix == ".pt" else {}
+            found.setdefault((layout.root.resolve(), layout.name), Run(
+                layout.name, layout, record, results, read_json(layout.root / TIMING_FILE) or {}, files))
     runs = list(found.values())
     names = [r.name for r in runs]
     if runs and (qualify or len(set(names)) < len(names)):
