@@ -1,4 +1,4 @@
-"""Read the files training writes and evaluate every representation in them, with baselines: statistics,
+"""Read the exports training writes and evaluate every representation in them, beside baselines: statistics,
 probes, similarity by class and, for exports of sequences (``sequence``, ``frame``), view invariance."""
 
 from __future__ import annotations
@@ -32,9 +32,8 @@ GAPS = (1, 2, 4)
 
 @dataclass(frozen=True)
 class Views:
-    """Settings of the invariance measures: the frame gaps of view identification, whether sequences are rings
-    (``cyclic``) and ``objects``, a regular expression whose first group, searched in a sequence's name, names
-    its object (sequences of one object are then neither targets nor distractors of each other)."""
+    """Settings of the invariance measures: frame gaps, rings, and a regular expression whose first group,
+    searched in a sequence's name, names its object (``invariance.view_identification``'s ``objects``)."""
 
     gaps: tuple[int, ...] = GAPS
     cyclic: bool = False
@@ -43,8 +42,8 @@ class Views:
 
 @dataclass
 class Representations:
-    """The representations of one file: name -> (N, M) tensor, with labels (N,) and, for sequences, each row's
-    sequence id and frame index (N,) and the sequences' names."""
+    """One file's representations (name -> (N, M)) with labels (N,) and, for sequences, each row's sequence id
+    and frame index and the sequences' names."""
 
     path: Path
     layers: dict[str, Tensor]
@@ -54,10 +53,6 @@ class Representations:
     names: list[str] = field(default_factory=list)
 
 
-def _layer_name(key: str) -> str:
-    return key.removesuffix("_activations")
-
-
 def load_representations(path: str | Path) -> Representations:
     """Load and check an activation/embedding file (any schema the training scripts write)."""
     path = Path(path)
@@ -65,7 +60,8 @@ def load_representations(path: str | Path) -> Representations:
     if not isinstance(blob, dict) or "labels" not in blob:
         raise LPLError(f"{path} is not a representation file: expected a dict with 'labels' and "
                        f"'activations', 'embeddings' or 'layer<k>_activations'")
-    layers = {_layer_name(k): v for k, v in blob.items() if k in REPRESENTATION_KEYS or k.endswith("_activations")}
+    layers = {k.removesuffix("_activations"): v for k, v in blob.items()
+              if k in REPRESENTATION_KEYS or k.endswith("_activations")}
     if not layers:
         raise LPLError(f"{path} holds {sorted(blob)}: no 'activations', 'embeddings' or 'layer<k>_activations'")
     labels = blob["labels"]
@@ -92,25 +88,18 @@ class Sequences:
     views: Views
 
 
-def sequences_of(reps: Representations, views: Views, asked: bool = False) -> Sequences | None:
-    """The sequences of ``reps`` for the invariance measures, None when it has none; ``asked``: a measure was
-    asked for, so an export without sequences is an error. ``views.objects`` groups them by object name."""
+def sequences_of(reps: Representations, views: Views) -> Sequences | None:
+    """The views of ``reps`` (None without sequences), grouped into objects by ``views.objects``."""
     if reps.sequence is None or reps.frame is None:
-        if asked:
-            raise LPLError(f"{reps.path} has no sequences (no 'sequence' and 'frame' keys), so view invariance "
-                           f"cannot be measured; export a data set of sequences, or leave out --cyclic, --objects "
-                           f"and --gaps")
         return None
     objects = None
     if views.objects is not None:
-        if not reps.names:
-            raise LPLError(f"{reps.path} does not name its sequences ('sequence_names'), so --objects has nothing to "
-                           f"match; retrain with this version or leave out --objects")
         pattern = re.compile(views.objects)
-        if pattern.groups < 1:
-            raise LPLError(f"--objects {views.objects!r} has no group; write the object's part in parentheses, "
-                           f"e.g. '(.*)_elev'")
         found = [pattern.search(name) for name in reps.names]
+        if not reps.names or pattern.groups < 1:
+            raise LPLError(f"--objects {views.objects!r} " + ("has no group; write the object's part in parentheses, "
+                           "e.g. '(.*)_elev'" if reps.names else f"has nothing to match: {reps.path} does not name "
+                           "its sequences; retrain with this version or leave out --objects"))
         if (missing := next((n for n, m in zip(reps.names, found) if m is None), None)) is not None:
             raise LPLError(f"--objects {views.objects!r} does not match the sequence name {missing!r}")
         ids: dict[str, int] = {}
@@ -119,15 +108,12 @@ def sequences_of(reps: Representations, views: Views, asked: bool = False) -> Se
 
 
 def invariance_values(x: Tensor, s: Sequences) -> dict[str, float]:
-    """View identification at each gap that fits (accuracy and chance), the similarity of two views of one
-    sequence per frame distance and across sequences, and the mean unit selectivity (to objects) and view
-    invariance (``lpl.analysis.invariance``)."""
-    out: dict[str, float] = {}
+    """View identification at each gap that fits (accuracy, chance), the similarity of two views of a sequence
+    per frame distance and across sequences, the mean unit selectivity (to objects) and view invariance."""
     found = invariance.view_identification(x, s.sequence, s.frame, s.views.gaps, cyclic=s.views.cyclic,
                                            objects=s.objects)
-    for gap, result in found.items():
-        if result["queries"]:
-            out |= {f"view_identification_{gap}": result["accuracy"], f"view_chance_{gap}": result["chance"]}
+    out = {f"view_{k}_{g}": r[key] for g, r in found.items() if r["queries"]
+           for k, key in (("identification", "accuracy"), ("chance", "chance"))}
     curve = invariance.similarity_by_distance(x, s.sequence, s.frame, cyclic=s.views.cyclic)
     out |= {f"similarity_at_{d}": v for d, v in zip(curve.distance, curve.similarity) if not math.isnan(v)}
     groups = s.sequence if s.objects is None else s.objects
@@ -163,76 +149,68 @@ class Evaluation:
     values: dict[str, float] = field(default_factory=dict)
 
 
-def evaluate(name: str, x: Tensor, labels: Tensor, frames: int = 1, probes: bool = True,
-             cov: Tensor | None = None, sequences: Sequences | None = None) -> Evaluation:
+def evaluate(name: str, x: Tensor, labels: Tensor, frames: int = 1, cov: Tensor | None = None,
+             sequences: Sequences | None = None) -> Evaluation:
     """Statistics, probes, similarity and invariance of one representation x (N, M); ``cov``: its covariance if
-    known. kNN-k is left out unless k is below the number of fitting images (else every vote is the same)."""
+    known. kNN-k only where k is below the number of fitting images (else every vote is the same)."""
     normalised = bool(torch.allclose(x.norm(dim=1), torch.ones(len(x)), atol=1e-4))
     cov = metrics.covariance(x) if cov is None else cov
+    fit = len(probe_split(len(x))[0])
     values: dict[str, float] = {"samples": len(x), "classes": len(torch.unique(labels)),
-                                **metrics.unit_statistics(x, normalised, cov)}
-    if probes:
-        fit = len(probe_split(len(x))[0])
-        values.update({k: v for k, v in probe_scores(x, labels, KNN, cov=cov).items()
-                       if not k.startswith("knn") or int(k[3:]) < fit})
-    values.update(metrics.class_similarity(x, labels))
+                                **metrics.unit_statistics(x, normalised, cov), **metrics.class_similarity(x, labels),
+                                **{k: v for k, v in probe_scores(x, labels, KNN, cov=cov).items()
+                                   if not k.startswith("knn") or int(k[3:]) < fit}}
     if frames > 1:
         first, second = consecutive_pairs(len(x), frames)
         values.update(metrics.pair_similarity(x[first], x[second]))
-    if sequences is not None:
-        values.update(invariance_values(x, sequences))
-    return Evaluation(name, values)
+    return Evaluation(name, values | (invariance_values(x, sequences) if sequences else {}))
 
 
 def baseline_names(inputs: ImageSet, widths: list[int]) -> list[str]:
-    """Pixels, and a random projection and PCA of every width (PCA only up to its rank: the images' number
-    and width)."""
+    """Pixels, and a random projection and PCA of every width (PCA up to the images' number and width)."""
     rank = min(len(inputs), inputs.flat_float(1).shape[1])
     return ["pixels", *(f"{kind}{w}" for w in widths for kind in ("random", "pca") if kind == "random" or w <= rank)]
 
 
-def baselines(inputs: ImageSet, widths: list[int], probes: bool = True,
-              sequences: Sequences | None = None) -> list[Evaluation]:
+def baselines(inputs: ImageSet, widths: list[int], sequences: Sequences | None = None) -> list[Evaluation]:
     """``baseline_names``: raw pixels, random squashed projections and PCA of each of ``widths``."""
     pixels = inputs.flat_float()
     cov = metrics.covariance(pixels)  # shared by the pixels' statistics and PCA
-    out = [evaluate("pixels", pixels, inputs.labels, inputs.frames, probes, cov, sequences)]
+    out = [evaluate("pixels", pixels, inputs.labels, inputs.frames, cov, sequences)]
     for name in baseline_names(inputs, widths)[1:]:
         width = int(name.removeprefix("random").removeprefix("pca"))
         x = metrics.random_projection(pixels, width) if name.startswith("random") else \
             metrics.pca_projection(pixels, width, cov)
-        out.append(evaluate(name, x, inputs.labels, inputs.frames, probes, sequences=sequences))
+        out.append(evaluate(name, x, inputs.labels, inputs.frames, sequences=sequences))
     return out
 
 
-def baseline_cache_file(config: dict[str, Any], inputs: ImageSet, widths: list[int], probes: bool,
+def baseline_cache_file(config: dict[str, Any], inputs: ImageSet, widths: list[int],
                         sequences: Sequences | None = None) -> Path:
-    """Where the baselines of these inputs live on disk: keyed by what they are computed from, a hash of
-    every input image and label (``tensor_digest``), ``frames``, ``widths``, ``probes`` and the sequences with
-    their settings, so inputs that change in any pixel (a rebuilt image cache, an edited data set) never reuse
-    a stale entry."""
+    """Where the baselines of these inputs live on disk: keyed by all they are computed from, a hash of every
+    input image and label (``tensor_digest``), ``frames``, ``widths`` and the sequences with their settings, so
+    inputs that change in any pixel (a rebuilt image cache, an edited data set) never reuse a stale entry."""
     views = None if sequences is None else [asdict(sequences.views), tensor_digest(
         sequences.sequence, sequences.frame, *([] if sequences.objects is None else [sequences.objects]))]
-    key = {"version": BASELINE_CACHE_VERSION, "widths": widths, "probes": probes, "frames": inputs.frames,
+    key = {"version": BASELINE_CACHE_VERSION, "widths": widths, "frames": inputs.frames,
            "content": tensor_digest(inputs.labels, inputs.images), "views": views}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
     return cache_dir() / "baselines" / (f"{Path(str(config['dataset'])).stem}-{len(inputs)}-"
                                         f"{'-'.join(map(str, widths))}-{digest}.json")
 
 
-def cached_baselines(config: dict[str, Any], inputs: ImageSet, widths: list[int], probes: bool = True,
+def cached_baselines(config: dict[str, Any], inputs: ImageSet, widths: list[int],
                      sequences: Sequences | None = None) -> list[Evaluation]:
     """``baselines``, computed once per data set and kept in ``cache_dir()`` (an unreadable entry is redone)."""
-    path = baseline_cache_file(config, inputs, widths, probes, sequences)
+    path = baseline_cache_file(config, inputs, widths, sequences)
     try:
-        saved = json.loads(path.read_text())
-        rows = [Evaluation(e["name"], dict(e["values"])) for e in saved]
-        numbers = all(isinstance(v, int | float) for r in rows for v in r.values.values())
-        if numbers and [r.name for r in rows] == baseline_names(inputs, widths):
+        rows = [Evaluation(e["name"], dict(e["values"])) for e in json.loads(path.read_text())]
+        if all(isinstance(v, int | float) for r in rows for v in r.values.values()) and \
+                [r.name for r in rows] == baseline_names(inputs, widths):
             return rows
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         pass
-    rows = baselines(inputs, widths, probes, sequences)
+    rows = baselines(inputs, widths, sequences)
     try:
         atomic_write_json([asdict(r) for r in rows], path)
     except OSError:
@@ -241,31 +219,22 @@ def cached_baselines(config: dict[str, Any], inputs: ImageSet, widths: list[int]
 
 
 def analyze_file(path: str | Path, config: dict[str, Any] | None = None, with_baselines: bool = True,
-                 probes: bool = True, views: Views = Views(), asked: bool = False,
-                 cache: dict[tuple, list[Evaluation]] | None = None) -> list[Evaluation]:
-    """Evaluate every representation of a file, before and after training when both exist.
-
-    Baselines are computed on the run's own exported test images (its ``config`` says which), once per data
-    set (kept on disk, see ``cached_baselines``); ``cache`` also shares them in memory between files of runs on
-    the same inputs. ``views``: the invariance measures' settings, for exports of sequences (``asked``: an
-    export without sequences is an error).
-    """
-    files = before_after(path)
-    runs = {tag: load_representations(p) for tag, p in files.items()}
-    stem = run_stem(path)
-    reference = next(iter(runs.values()))
-    sequences = sequences_of(reference, views, asked)
-    inputs = inputs_of(config)
-    frames = inputs.frames if inputs is not None else 1
+                 views: Views = Views(), cache: dict[tuple, list[Evaluation]] | None = None) -> list[Evaluation]:
+    """Evaluate every representation of a file, before and after training when both exist, and the baselines
+    on the run's own exported test images (its ``config`` says which), once per data set (kept on disk:
+    ``cached_baselines``; ``cache`` shares them in memory too). ``views``: the invariance measures' settings."""
+    runs = {tag: load_representations(p) for tag, p in before_after(path).items()}
+    stem, reference = run_stem(path), next(iter(runs.values()))
+    sequences, inputs = sequences_of(reference, views), inputs_of(config)
     results = [evaluate(f"{stem}/{layer}/{tag}" if len(run.layers) > 1 else f"{stem}/{tag}", x, run.labels,
-                        frames, probes, sequences=sequences)
+                        inputs.frames if inputs is not None else 1, sequences=sequences)
                for tag, run in runs.items() for layer, x in run.layers.items()]
-    if with_baselines and inputs is not None and config is not None:
-        if len(inputs) == len(reference.labels) and torch.equal(inputs.labels, reference.labels):
-            widths = sorted({x.shape[1] for x in reference.layers.values()})
-            key = (config["dataset"], config.get("data_dir"), len(inputs), tuple(widths), probes, views)
-            cache = {} if cache is None else cache
-            if key not in cache:
-                cache[key] = cached_baselines(config, inputs, widths, probes, sequences)
-            results += [Evaluation(f"{stem}/baseline/{b.name}", b.values) for b in cache[key]]
+    if with_baselines and inputs is not None and config is not None and len(inputs) == len(reference.labels) \
+            and torch.equal(inputs.labels, reference.labels):
+        widths = sorted({x.shape[1] for x in reference.layers.values()})
+        key = (config["dataset"], config.get("data_dir"), len(inputs), tuple(widths), views)
+        cache = {} if cache is None else cache
+        if key not in cache:
+            cache[key] = cached_baselines(config, inputs, widths, sequences)
+        results += [Evaluation(f"{stem}/baseline/{b.name}", b.values) for b in cache[key]]
     return results
