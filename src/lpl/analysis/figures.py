@@ -32,7 +32,7 @@ def _save(fig: Any, path: Path, tight: bool = True) -> Path:
     if tight:
         fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")  # legends right of the axes included
     _plt().close(fig)
     return atomic_write_bytes(buffer.getvalue(), path)
 
@@ -112,7 +112,7 @@ def plot_layer_comparison(runs: Mapping[str, Sequence[float]], init: Mapping[str
     ax.set(xticks=range(1, layers + 1), xlabel="layer", ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     _legend_right(ax)
-    return _save(fig, path)
+    return _save(fig, path, tight=False)
 
 
 def _stars(ax: Any, published: Mapping[str, float], colours: Mapping[str, str], x: float) -> None:
@@ -134,14 +134,16 @@ def plot_similarity_curves(curves: Mapping[str, tuple[Sequence[int], Sequence[fl
     """Similarity of two views of one sequence against their frame distance, a line per representation
     (``{label: (distances, similarities, across-sequence similarity)}``), its across-sequence reference dotted."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(8.5, 4.6))
+    fig, ax = plt.subplots(figsize=(7, 4.6))
+    ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)
     for label, (distance, similarity, across) in curves.items():
         (line,) = ax.plot(distance, similarity, marker="o", label=label)
         ax.axhline(across, color=line.get_color(), linestyle=":", linewidth=1)
-    ax.set(xlabel="frame distance", ylabel="mean cosine similarity (centred)", title=title)
+    ax.set(xlabel="frame distance", ylabel="mean cosine similarity (centred)", title=title,
+           xticks=sorted({d for distance, _, _ in curves.values() for d in distance}))
     ax.grid(alpha=0.3)
     _legend_right(ax)
-    return _save(fig, path)
+    return _save(fig, path, tight=False)
 
 
 def plot_receptive_fields(weight: torch.Tensor, shape: tuple[int, ...], path: Path, count: int = 32) -> Path:
