@@ -101,13 +101,13 @@ def compare(config: CompareConfig) -> int:
         raise LPLError("give either deep runs (output folders or *_results.json) or representation files "
                        "(*_after.pt), not both: " + ", ".join(exports[:3]) + " are representation files")
     runs = find_runs(config.files, qualify=True)
-    deep = [r for r in runs if r.deep]
-    pending = [r.label for r in runs if not r.deep and "eval_train" in r.config]
+    deep = [r for r in runs if r.deep and not exports]
+    pending = [r.label for r in runs if not r.deep and "eval_train" in r.config and "note" not in r.results]
     if not exports and pending and not deep:
         raise LPLError(f"{', '.join(pending)} are deep runs without readouts; fit them with lpl readout <folder>")
-    if not exports and deep:
-        notes = [f"`{r.label}` holds no readouts of a trained network (an unfinished run, or not a deep run); left "
-                 "out" for r in runs if not r.deep]
+    if deep:
+        notes = [f"`{r.label}`: " + r.results.get("note", "no readouts of a trained network (an unfinished run, or "
+                                                          "not a deep run)") + "; left out" for r in runs if not r.deep]
         blocks, table = deep_comparison(deep, Path(f"{config.output}.png"), notes)
         title = "Comparison of deep runs: "
     elif rows := evaluate_runs(runs, config.baselines):

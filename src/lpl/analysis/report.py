@@ -253,6 +253,8 @@ def _run_section(run: Run, report: Path) -> list[Block]:
         out.append(Paragraph(f"{run.method()}. Network: {run.network()}; {run.schedule()}; data: {describe_data(run)}. "
                              f"Written by {run.record.get('writer', 'lpl')} at git revision {revision[:12]}"
                              f"{'-dirty' * revision.endswith('-dirty')}."))
+    if note := run.results.get("note"):
+        out.append(Paragraph(f"Readouts: {note}."))
     if run.log:
         out += _curves(run, report)
     reps = {tag: load_representations(p) for tag, p in run.exports.items()}
