@@ -32,8 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lpl.analysis.evaluate import inputs_of, load_representations, run_config
+from lpl.analysis.evaluate import inputs_of, load_representations
 from lpl.layers import DenseLPLLayer
+from lpl.layout import run_config
 
 PROBES = ("linear_probe", "knn20", "knn200")
 

@@ -3,7 +3,7 @@ import torch
 from conftest import shrink_shapes
 
 from lpl.analysis import metrics, probes
-from lpl.analysis.commands import collapse_warnings, markdown_table
+from lpl.analysis.document import to_markdown
 from lpl.analysis.evaluate import consecutive_pairs, load_representations
 from lpl.cli import main
 from lpl.validation import LPLError
@@ -100,13 +100,17 @@ def test_missing_and_corrupt_files(tmp_path, capsys):
     assert ".pt is corrupt (" in capsys.readouterr().err
 
 
-def test_collapse_warning_only_for_trained_representations():
-    from lpl.analysis.evaluate import Evaluation
+def test_collapse_is_said_only_of_trained_representations():
+    from lpl.analysis.report import tables
+    from lpl.analysis.verdicts import Row, collapse_sentences
 
     collapsed = {"collapsed_units": 64, "units": 64, "collapsed_fraction": 1.0}
-    rows = [Evaluation("h/layer2/before", collapsed), Evaluation("h/layer2/after", collapsed)]
-    assert collapse_warnings(rows) == ["COLLAPSED: h/layer2/after: 64/64 units have std < 0.1"]
-    assert "| h/layer2/after | 64 |" in markdown_table(rows, ["collapsed_units"])
+    rows = [Row("h", "before", collapsed, layer="layer2"), Row("h", "after", collapsed, layer="layer2"),
+            Row("random projection, 64 units", "baseline", collapsed, kind="random")]
+    (sentence,) = collapse_sentences(rows)
+    assert sentence.startswith("Not caused by training: h layer 2, trained: 64 of 64 units have std < 0.1")
+    assert collapse_sentences(rows[1:])[0].startswith("COLLAPSED: h layer 2, trained: 64 of 64")
+    assert "| h layer 2, trained | 64 |" in to_markdown(tables(rows)[0])
 
 
 def test_analyze_compare_and_report_on_a_small_run(tmp_path, monkeypatch, capsys):
@@ -116,11 +120,14 @@ def test_analyze_compare_and_report_on_a_small_run(tmp_path, monkeypatch, capsys
             "--no-progress", "--log-every", "10"]
     assert main(["train-hierarchical", *args]) == 0
     capsys.readouterr()
-    assert main(["analyze", str(out / "activations" / "hierarchical_activations_after.pt")]) == 0
+    assert main(["analyze", str(out / "activations" / "hierarchical_activations_after.pt"),
+                 "--csv", str(tmp_path / "all.csv")]) == 0
     table = capsys.readouterr().out
-    for name in ("layer1/before", "layer2/after", "baseline/pixels", "baseline/random128", "baseline/pca128"):
-        assert f"hierarchical_activations/{name}" in table
-    assert "consecutive_similarity" in table
+    for name in ("hierarchical_lpl layer 1, untrained", "hierarchical_lpl layer 2, trained", "pixels",
+                 "random projection, 128 units", "PCA, 128 components", "random projection, 64 units",
+                 "PCA, 64 components"):  # baselines of each layer's width
+        assert name in table, name
+    assert "| consecutive frames |" in table and "consecutive_similarity" in (tmp_path / "all.csv").read_text()
     assert main(["compare", str(out / "activations" / "hierarchical_activations_after.pt"),
                  "--output", str(tmp_path / "cmp"), "--no-baselines"]) == 0
     assert (tmp_path / "cmp.csv").read_text().startswith("representation,")

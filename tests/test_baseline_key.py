@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from lpl.analysis import evaluate
@@ -13,8 +15,8 @@ def test_baseline_entry_changes_with_any_image_label_or_setting():
     labels = torch.arange(200) % 10
     config = {"dataset": "/data/clips"}
 
-    def entry(data: ImageSet, width: int = 16, probes: bool = True) -> str:
-        return evaluate.baseline_cache_file(config, data, width, probes).name
+    def entry(data: ImageSet, widths: tuple[int, ...] = (16,), views: evaluate.Sequences | None = None) -> str:
+        return evaluate.baseline_cache_file(config, data, list(widths), views).name
 
     first = entry(ImageSet(images, labels))
     assert first.startswith("clips-200-16-") and entry(ImageSet(images.clone(), labels.clone())) == first
@@ -25,5 +27,9 @@ def test_baseline_entry_changes_with_any_image_label_or_setting():
     relabelled = labels.clone()
     relabelled[150] = 3
     others = [ImageSet(images, relabelled), ImageSet(images, labels, frames=2), ImageSet(images.float() / 255, labels)]
-    assert len({first, entry(ImageSet(images, labels), width=8), entry(ImageSet(images, labels), probes=False),
-                *map(entry, others)}) == 6
+    sequences = evaluate.Sequences(torch.arange(200) // 4, torch.arange(200) % 4, None, evaluate.Views())
+    views = (sequences, replace(sequences, frame=sequences.frame.flip(0)),
+             replace(sequences, views=evaluate.Views(cyclic=True)))  # the views of a sequence and their settings
+    variants = [entry(ImageSet(images, labels), (8,)), entry(ImageSet(images, labels), (8, 16)),
+                *(entry(ImageSet(images, labels), views=v) for v in views)]
+    assert len({first, *variants, *map(entry, others)}) == 9

@@ -9,10 +9,13 @@ import pytest
 import torch
 
 from lpl.analysis import report
-from lpl.analysis.deep_report import deep_results_files, init_rows, load_deep_runs
+from lpl.analysis.deep_report import init_rows
+from lpl.analysis.runs import find_runs
 from lpl.analysis.verdicts import deep_sentences, ranking, spans
 from lpl.cli import main
+from lpl.heads import HEADS
 from lpl.layout import save_export
+from lpl.terms import RUN_TERMS, terms_record
 
 INIT = [0.30, 0.31, 0.33, 0.32, 0.31, 0.30, 0.29, 0.28]
 READOUTS = {  # (objective, end_to_end) -> trained readout per layer
@@ -34,17 +37,33 @@ def entries(readouts: list[float]) -> list[dict]:
             for i, r in enumerate(readouts, 1)]
 
 
-def write_run(root: Path, objective: str, end_to_end: bool, init: list[float] = INIT, **extra) -> Path:
+def record(objective: str, end_to_end: bool, cfg: dict, files: list[str]) -> dict:
+    """A run record as train-deep writes it (``DeepConfig.describe``), the objective's words from the registry."""
+    head = HEADS[objective]
+    return {"format": "lpl-run/1", "writer": "lpl train-deep", "config": cfg, "schedule": {"steps": 4800},
+            "network": {"kind": "conv", "name": "vgg11", "channels": cfg["channels"], "pool_after": cfg["pool_after"]},
+            "objective": {"name": objective, "summary": head.summary, "loss_grid": [1] * 8,
+                          "training": "end-to-end" if end_to_end else "layer-local", "views": "simclr"},
+            "terms": terms_record(head.terms, RUN_TERMS),
+            "data": {"dataset": cfg["dataset"], "shape": [3, 32, 32], "classes": [f"c{i}" for i in range(10)],
+                     "train_images": 50000, "test_images": 10000, "sequences": {"train": 0, "test": 0}},
+            "activation_files": files}
+
+
+def write_run(root: Path, objective: str, end_to_end: bool, init: list[float] = INIT, spatial: dict | None = None,
+              readouts: list[float] | None = None, **extra) -> Path:
     """``<root>/logs/<name>_results.json`` and ``_run.json`` as train-deep and lpl readout write them."""
     name = f"deep_{objective}" + ("_e2e" if end_to_end else "")
     cfg = config(objective, end_to_end, **extra)
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    results = {"config": cfg, "initialisation": entries(init), "trained": entries(READOUTS[objective, end_to_end])}
+    results = {"config": cfg, "initialisation": entries(init),
+               "trained": entries(readouts or READOUTS[objective, end_to_end])}
+    if spatial:
+        results["spatial"] = spatial
     (logs / f"{name}_results.json").write_text(json.dumps(results))
     files = [f"{name}_activations_before.pt", f"{name}_activations_after.pt"]
-    record = {"format": "lpl-run/1", "config": cfg, "schedule": {"steps": 4800}, "activation_files": files}
-    (logs / f"{name}_run.json").write_text(json.dumps(record))
+    (logs / f"{name}_run.json").write_text(json.dumps(record(objective, end_to_end, cfg, files)))
     return logs / f"{name}_results.json"
 
 
@@ -95,29 +114,28 @@ def test_compare_puts_deep_runs_side_by_side(three, tmp_path, capsys):
     assert [r["row"] for r in rows] == ["outA/deep_lpl", "outB/deep_byol_e2e", "outC/deep_simclr_e2e",
                                         "random initialisation"]
     assert [r["objective"] for r in rows] == ["lpl", "byol", "simclr", ""]
-    assert [r["training"] for r in rows] == ["layer-local", "end-to-end", "end-to-end", "random initialisation"]
+    assert [r["training"] for r in rows] == ["layer-local", "end-to-end", "end-to-end", "untrained"]
     assert float(rows[1]["layer8_readout"]) == 0.62 and float(rows[3]["layer3_readout"]) == 0.33
     assert float(rows[1]["wall_s"]) == 5400.0 and rows[0]["wall_s"] == ""
     assert float(rows[0]["layer2_participation_ratio"]) == 12.0
 
 
 def test_compare_takes_results_files_and_logs_folders_once_each(three, tmp_path):
-    results = deep_results_files(three[0])
-    paths = [str(results[0]), str(three[0]), str(three[1] / "logs")]
+    paths = [str(three[0] / "logs" / "deep_lpl_results.json"), str(three[0]), str(three[1] / "logs")]
     assert main(["compare", *paths, "--output", str(tmp_path / "two")]) == 0
     rows = list(csv.DictReader((tmp_path / "two.csv").open()))
     assert [r["row"] for r in rows] == ["outA/deep_lpl", "outB/deep_byol_e2e", "random initialisation"]
 
 
 def test_a_folder_of_run_folders_gives_every_run(three, tmp_path):
-    assert [p.parent.parent.name for p in deep_results_files(tmp_path)] == ["outA", "outB", "outC"]
+    assert [r.layout.root.name for r in find_runs([tmp_path])] == ["outA", "outB", "outC"]
 
 
 def test_distinct_initialisations_get_a_row_each_and_same_network_differences_are_said(tmp_path):
     write_run(tmp_path / "a", "lpl", False)
     write_run(tmp_path / "b", "byol", True, seed=1, init=[x + 0.01 for x in INIT])
     write_run(tmp_path / "c", "simclr", True, init=[x + 0.002 for x in INIT])  # same network, another readout
-    runs, _ = load_deep_runs([p for f in "abc" for p in deep_results_files(tmp_path / f)])
+    runs = find_runs([tmp_path / f for f in "abc"], qualify=True)
     inits = init_rows(runs)
     assert [i.label for i in inits] == ["random initialisation of a/deep_lpl, c/deep_simclr_e2e",
                                         "random initialisation of b/deep_byol_e2e"]
@@ -136,7 +154,7 @@ def test_compare_refuses_a_mix_and_empty_folders(three, tmp_path, capsys):
     assert "not both" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert main(["compare", str(tmp_path / "empty"), "--output", str(tmp_path / "m")]) != 0
-    assert "no deep results" in capsys.readouterr().err
+    assert "holds no run record" in capsys.readouterr().err
     assert not (tmp_path / "m.md").exists()
 
 
@@ -170,11 +188,47 @@ def test_report_of_a_folder_with_two_deep_runs_shows_them_side_by_side(tmp_path,
             save_export(root / "activations" / f"{name}_activations_{tag}.pt", layers, labels)
     assert main(["report", str(root), "--no-baselines"]) == 0
     markdown = (root / "report" / "report.md").read_text()
-    assert "## Deep runs side by side" in markdown
+    assert markdown.index("## Linear readout per layer") < markdown.index("## Representations on the exported")
     assert "| deep_byol_e2e | byol | end-to-end | 100 | 35.0 |" in markdown
     assert "| deep_lpl | lpl | layer-local | 100 | 40.0 |" in markdown
     assert markdown.count("| random initialisation | — | untrained |") == 1
     assert "deep_runs_readout.png" in markdown and (root / "report" / "deep_runs_readout.png").is_file()
     assert "At the final layer, best is deep_byol_e2e (62.0% at layer 8)" in markdown
     assert (root / "report" / "deep_runs.csv").read_text().startswith("row,folder,run,")
-    assert "deep_lpl: linear readout per layer" in markdown  # the single-run sections stay
+    # the exports' probes follow, said to be another protocol than the readout above
+    assert "This probe protocol differs from the readout above" in markdown
+
+
+def test_a_report_from_records_and_results_alone_describes_each_objective_in_its_own_words(tmp_path):
+    """SimCLR, BYOL and LPL, layer-local, without exports (as docs/measured keeps them): each described by its
+    record, the headline first with both readout protocols, the loss terms drawn as objective terms."""
+    grid = {"grid": 4, "initialisation": {"layers": [0.5] * 8, "all": 0.55, "features": [1024] * 9},
+            "trained": {"layers": [0.6] * 7 + [0.58], "all": 0.66, "features": [1024] * 9}}
+    root = tmp_path / "out"
+    for objective in ("lpl", "byol", "simclr"):
+        write_run(root, objective, False, spatial=grid if objective == "simclr" else None,
+                  readouts=READOUTS["lpl", False])
+    log = [{"step": s, "loss": 1.0 / s, "layer1_byol": 2.0 / s, "layer2_byol": 3.0 / s, "lr": 0.1, "epoch": s / 10,
+            "samples_per_s": 1000.0, "elapsed_s": s} for s in (1, 2, 3)]
+    (root / "logs" / "deep_byol_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    assert main(["report", str(root)]) == 0
+    markdown = (root / "report" / "report.md").read_text()
+    for objective in ("lpl", "byol", "simclr"):
+        assert f"**deep_{objective}**: {HEADS[objective].summary}; trained layer-local; vgg11 network of 8 conv " \
+               f"blocks" in markdown
+    assert "deep LPL" not in markdown and "8 conv blocks" in markdown
+    headline = markdown.split("\n\n")[:5]
+    assert headline[0] == f"# LPL report: `{root}`" and headline[1] == "## Linear readout per layer"
+    assert headline[2] == ("**Answer.** Globally pooled features (the paper's readout): best is **deep_byol**, "
+                           "layer 6, **55.3%** against 30.0% for its random initialisation; spatial readout: best is "
+                           "**deep_simclr**, all blocks concatenated, **66.0%** against 55.0% for its random "
+                           "initialisation. Chance is 10.0%.")
+    assert "| deep_simclr | 60.0 | 60.0 | 60.0 | 60.0 | 60.0 | 60.0 | 60.0 | 58.0 | 66.0 |" in markdown
+    assert "| random initialisation | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 55.0 |" in markdown
+    # BYOL's logged loss is an objective term, described by the record, never drawn among the statistics.
+    assert ("**byol**: BYOL loss: 2 - 2 cos(prediction, target), summed over both directions (0 to 4); it falls"
+            in markdown) and (root / "report" / "deep_byol_curves.png").is_file()
+    from lpl.analysis.figures import plot_training_curves
+
+    _, groups = plot_training_curves(log, tmp_path / "c.png", "c", terms_record(HEADS["byol"].terms, RUN_TERMS))
+    assert groups == {"objective": ["loss", "byol"], "schedule": ["lr", "epoch"]}

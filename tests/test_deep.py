@@ -112,8 +112,13 @@ def test_small_run_writes_results_for_initialisation_and_trained(tmp_path, small
     assert all(0 <= a <= 1 for a in [*spatial["initialisation"]["layers"], spatial["trained"]["all"]])
     blob = torch.load(out / "activations" / "deep_lpl_activations_after.pt")
     assert blob["layer3_activations"].shape == (64, 16) and blob["labels"].shape == (64,)
+    # lpl readout finds the run by its record and fits the same readouts again
+    (out / "logs" / "deep_lpl_results.json").unlink()
+    assert main(["readout", str(out), "--name", "deep_lpl", "--epochs", "2"]) == 0  # as --eval-epochs
+    assert json.loads((out / "logs" / "deep_lpl_results.json").read_text()) == results
     assert main(["report", str(out), "--no-baselines"]) == 0
-    assert "deep_lpl: linear readout per layer" in (out / "report" / "report.md").read_text()
+    markdown = (out / "report" / "report.md").read_text()
+    assert markdown.index("## Linear readout per layer") < markdown.index("| deep_lpl | lpl | layer-local |")
 
 
 def _free_port() -> int:

@@ -191,7 +191,7 @@ def test_ctrl_c_in_analyze_is_one_line_and_writes_nothing(tmp_path, monkeypatch,
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(lpl.analysis.commands, "load_runs", interrupted)
+    monkeypatch.setattr(lpl.analysis.commands, "evaluate_runs", interrupted)
     exports = tmp_path / "lpl_activations_after.pt"
     exports.write_bytes(b"")
     status, out, err = run(["analyze", str(exports), "--csv", str(tmp_path / "table.csv")], capsys)

@@ -9,6 +9,7 @@ from conftest import write_cifar_batch
 
 from lpl.analysis import evaluate, metrics
 from lpl.analysis.probes import knn_accuracies, knn_accuracy, linear_probe_accuracy, probe_scores
+from lpl.analysis.runs import find_runs
 
 
 def sklearn_probe(x_train, y_train, x_test, y_test) -> float:
@@ -101,6 +102,11 @@ def test_pca_projection_spans_the_top_principal_components(monkeypatch):
     assert (approx * top).sum(0).abs().min() > 0.9999
 
 
+def analyze(export):
+    """``analyze_file`` of an export with the config its run record holds."""
+    return evaluate.analyze_file(export, find_runs([export])[0].config)
+
+
 @pytest.fixture
 def run_folder(tmp_path, monkeypatch):
     """A run on a 50-image CIFAR-10 test batch with its config, export and an empty baseline cache."""
@@ -112,32 +118,32 @@ def run_folder(tmp_path, monkeypatch):
     (tmp_path / "activations").mkdir()
     config = {"dataset": "cifar10", "data_dir": str(data.parent), "num_export": 50}
     export = tmp_path / "activations" / "run_activations_after.pt"
-    saved = {"config": config, "activation_files": [export.name]}
+    saved = {"format": "lpl-run/1", "config": config, "activation_files": [export.name]}
     (tmp_path / "logs" / "run_run.json").write_text(json.dumps(saved))
     torch.save({"activations": torch.rand(50, 16), "labels": torch.arange(50) % 10}, export)
     return export
 
 
 def test_baselines_are_computed_once_per_data_set_and_kept_on_disk(run_folder, monkeypatch):
-    first = evaluate.analyze_file(run_folder)
+    first = analyze(run_folder)
     assert [r.name for r in first][1:] == [f"run_activations/baseline/{b}" for b in ("pixels", "random16", "pca16")]
     assert len(list((run_folder.parent.parent / "cache" / "baselines").glob("cifar10-50-16-*.json"))) == 1
     computed = []
     monkeypatch.setattr(evaluate, "baselines", lambda *a: computed.append(a) or [])
-    again = evaluate.analyze_file(run_folder)
+    again = analyze(run_folder)
     assert not computed and [r.values for r in again] == [r.values for r in first]
     assert isinstance(again[1].values["collapsed_units"], int)
     # Same name, size and labels, different images: a new entry, never the stale one.
     write_cifar_batch(run_folder.parent.parent / "data" / "cifar-10-batches-py" / "test_batch", 50, seed=1)
-    evaluate.analyze_file(run_folder)
+    analyze(run_folder)
     assert len(computed) == 1
 
 
 def test_an_unreadable_cache_entry_is_recomputed(run_folder):
-    evaluate.analyze_file(run_folder)
+    analyze(run_folder)
     (entry,) = (run_folder.parent.parent / "cache" / "baselines").glob("*.json")
     entry.write_text("{not json")
-    rows = evaluate.analyze_file(run_folder)
+    rows = analyze(run_folder)
     assert len(rows) == 4 and json.loads(entry.read_text())[0]["name"] == "pixels"
 
 

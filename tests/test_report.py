@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import shrink_shapes
 
-from lpl.analysis.deep_report import run_labels
+from lpl.analysis.runs import run_labels
 from lpl.analysis.verdicts import (
     Row,
     baseline_sentences,
@@ -31,7 +31,7 @@ def probes(linear: float, knn20: float, knn200: float = 0.2, **extra: float) -> 
 
 LPL_BEFORE = Row("lpl", "before", probes(0.240, 0.230, participation_ratio=16.0, collapsed_units=92, units=128))
 LPL_AFTER = Row("lpl", "after", probes(0.230, 0.334, participation_ratio=6.9, collapsed_units=0, units=128))
-PCA = Row("PCA, 128 components", "baseline", probes(0.236, 0.266), kind="pca")
+PCA = Row("PCA, 128 components", "baseline", probes(0.236, 0.266, units=128), kind="pca")
 
 
 def test_tolerance_is_one_standard_error_but_never_below_the_floor():
@@ -47,10 +47,12 @@ def test_versus_sentence_says_better_worse_and_tie():
     assert "tie on linear probe (0.230 vs 0.236) and kNN-200" in versus_sentence(LPL_AFTER, PCA, tol=0.01)
 
 
-def test_baselines_are_those_of_the_same_data_and_run():
-    other_data = Row("pixels", "baseline", probes(0.5, 0.5), kind="pixels", data="cifar10")
-    other_run = Row("PCA, 256 components", "baseline", probes(0.5, 0.5), kind="pca", runs=("byol",))
-    sentences = baseline_sentences([LPL_BEFORE, LPL_AFTER, PCA, other_data, other_run])
+def test_baselines_are_those_of_the_same_data_run_and_width():
+    other_data = Row("pixels", "baseline", probes(0.5, 0.5, units=128), kind="pixels", data="cifar10")
+    other_run = Row("PCA, 128 components", "baseline", probes(0.5, 0.5, units=128), kind="pca", runs=("byol",))
+    other_width = Row("PCA, 64 components", "baseline", probes(0.5, 0.5, units=64), kind="pca")
+    pixels = Row("pixels", "baseline", probes(0.5, 0.5, units=1024), kind="pixels")
+    sentences = baseline_sentences([LPL_BEFORE, LPL_AFTER, PCA, other_data, other_run, other_width, pixels])
     assert len(sentences) == 1 and sentences[0].startswith("lpl, trained vs PCA, 128 components")
 
 
@@ -137,7 +139,9 @@ def test_compare_names_rows_by_folder_and_run(trained, tmp_path, capsys):
     assert csv.startswith("representation,") and "outA/lpl, trained" in csv and "outB/lpl, trained" in csv
     markdown = (tmp_path / "cmp.md").read_text()
     assert "outA/lpl, trained = outB/lpl, trained" in markdown  # a copy: identical rows, merged and said
-    assert "**outA/lpl**: single-layer LPL 1024 → 32, 20 steps of 16 pairs, temporal views, seed 0" in markdown
+    assert ("**outA/lpl**: LPL's local rule: each layer's weights follow the gradient of its own predictive, Hebbian "
+            "and decorrelation terms (closed-form neuron-level rule); trained layer-local; dense network 1024 → 32; "
+            "20 steps of 16 pairs, temporal views, seed 0") in markdown  # from the run record
 
 
 def test_report_writes_markdown_and_self_contained_html(trained):
@@ -167,4 +171,29 @@ def test_report_of_a_wrong_folder_says_what_to_pass(tmp_path, capsys):
     assert main(["report", str(tmp_path / "run" / "activations")]) == 2
     assert f"pass the run's output folder, {tmp_path / 'run'}" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "run")]) == 2
-    assert "no *_after.pt files" in capsys.readouterr().err
+    assert "holds no run record (logs/<name>_run.json); pass the --output-dir" in capsys.readouterr().err
+    (tmp_path / "run" / "logs").mkdir()
+    (tmp_path / "run" / "logs" / "old_config.json").write_text("{}")  # an older lpl's run: one clear message
+    assert main(["report", str(tmp_path / "run")]) == 2
+    assert "older lpl without run records: retrain them with this version" in capsys.readouterr().err
+    (tmp_path / "run" / "logs" / "x_run.json").write_text('{"config": {}}')
+    assert main(["report", str(tmp_path / "run")]) == 2
+    assert "was written by an older lpl (no lpl-run/1 record)" in capsys.readouterr().err
+    (tmp_path / "run" / "logs" / "x_run.json").write_text('{"format": "lpl-run/1", "config": {}}')
+    assert main(["report", str(tmp_path / "run")]) == 2
+    assert "have neither readouts (logs/*_results.json) nor exports" in capsys.readouterr().err
+
+
+def test_a_trainers_own_terms_win_over_the_shared_ones(small_shapes):
+    """The seed's BYOL logs ``loss`` as -2 x cosine: its record (and so its report) says so, not the shared
+    meaning of ``loss`` (the weighted objective of every head)."""
+    from lpl.data import load_splits
+    from lpl.terms import RUN_TERMS, Term, terms_record
+    from lpl.train.byol import BYOLConfig
+
+    own = {"loss": Term("mine", "falls"), "x": Term("x")}
+    assert terms_record(own, RUN_TERMS)["loss"]["meaning"] == "mine"
+    assert list(terms_record(own, RUN_TERMS)) == ["loss", "x", *(k for k in RUN_TERMS if k != "loss")]
+    train, test = load_splits("shapes")
+    terms = BYOLConfig(dataset="shapes").describe(train, test)["terms"]
+    assert terms["loss"]["meaning"] == "BYOL loss: -2 x cosine of prediction and target (minimum -2)"

@@ -97,7 +97,9 @@ def test_reproduce_runs_skips_and_resumes(args, trained, monkeypatch, capsys):
     # A rerun trains nothing and writes the report again.
     (out / "report.md").unlink()
     monkeypatch.setattr(reproduce_module, "train_deep", lambda config: pytest.fail(f"trained {config.name}"))
-    assert main(["reproduce", *args]) == 0 and (out / "report.md").read_text().count("\n| ") == len(VARIANTS) + 3
+    # the readout table (header, variants, random initialisation, pixels) and the spatial readout's (no pixels)
+    assert main(["reproduce", *args]) == 0
+    assert (out / "report.md").read_text().count("\n| ") == (len(VARIANTS) + 3) + (len(VARIANTS) + 2)
 
     # A variant stopped by non-finite values is marked.
     timing = json.loads((out / "shuffled" / "reproduce_timing.json").read_text())
@@ -154,14 +156,17 @@ def test_shared_settings_are_declared_once_and_reach_every_variant():
 
 
 def test_paper_sentences_and_checks_call_differences_within_the_tolerance_ties():
-    from lpl.analysis.deep_report import DeepRun, InputReadout
+    from lpl.analysis.deep_report import InputReadout
+    from lpl.analysis.runs import Run
+    from lpl.layout import RunLayout
     from lpl.reproduce import against_the_paper, must_show
 
-    def run(name: str, readout: list[float], init: tuple[float, ...] = ()) -> DeepRun:
-        def entries(values: Sequence[float]) -> tuple[dict, ...]:
-            return tuple({"layer": i, "readout": v} for i, v in enumerate(values, 1))
+    def run(name: str, readout: list[float], init: tuple[float, ...] = ()) -> Run:
+        def entries(values: Sequence[float]) -> list[dict]:
+            return [{"layer": i, "readout": v} for i, v in enumerate(values, 1)]
 
-        return DeepRun(VARIANTS[name].label, name, Path("."), {}, entries(readout), entries(init))
+        return Run(VARIANTS[name].label, RunLayout(Path("."), name, name), None,
+                   {"trained": entries(readout), "initialisation": entries(init)})
 
     runs = {"lpl": run("lpl", [0.3, 0.45, 0.5, 0.56], (0.4, 0.447, 0.497, 0.47)),
             "hebb_off": run("hebb_off", [0.3, 0.2, 0.12, 0.1]), "pred_off": run("pred_off", [0.3, 0.3, 0.3, 0.251]),

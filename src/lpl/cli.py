@@ -13,9 +13,18 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from lpl.analysis.commands import AnalyzeConfig, CompareConfig, ReportConfig, analyze, compare, report
+from lpl.analysis.commands import (
+    AnalyzeConfig,
+    CompareConfig,
+    ReadoutConfig,
+    ReportConfig,
+    analyze,
+    compare,
+    readout,
+    report,
+)
 from lpl.analysis.probes import knn_accuracies
-from lpl.analysis.readout import ReadoutConfig, readout, write_readouts
+from lpl.analysis.readout import write_readouts
 from lpl.config import flag, parse_config
 from lpl.demo import DemoConfig, demo
 from lpl.reproduce import ReproduceConfig, reproduce

@@ -24,7 +24,7 @@ import gc
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,18 +32,17 @@ from typing import Any
 import torch
 
 from lpl.analysis.deep_report import (
-    TIMING_FILE,
-    DeepRun,
     Extras,
     InputReadout,
     Published,
     deep_comparison,
-    load_deep_runs,
-    participation_figure,
+    init_rows,
+    readout_figure,
     scored_images,
 )
-from lpl.analysis.document import Bullets, Figure, Heading, Paragraph, to_markdown
+from lpl.analysis.document import Bullets, Figure, Heading, Paragraph, to_csv, to_markdown
 from lpl.analysis.readout import pixel_readout, write_readouts
+from lpl.analysis.runs import TIMING_FILE, Run, find_runs
 from lpl.analysis.verdicts import judge, pct, ranking, spans, tolerance
 from lpl.config import PLACEMENT, check_fields, inherited, option, passed_on, require, resolve_device
 from lpl.data import load_splits
@@ -215,10 +214,12 @@ def run_pixels(config: ReproduceConfig) -> None:
 
 
 # ---------------------------------------------------------------------------------------- the report
-def collect(config: ReproduceConfig) -> tuple[dict[str, DeepRun], InputReadout | None]:
+def collect(config: ReproduceConfig) -> tuple[dict[str, Run], InputReadout | None]:
     """The finished variants (labelled as in the paper, in the order of VARIANTS) and the pixel readout."""
-    files = [results_file(config, name) for name in VARIANTS if finished(config, name) is not None]
-    runs = {r.name: replace(r, label=VARIANTS[r.name].label) for r in load_deep_runs(files, qualify=False)[0]}
+    done = [results_file(config, name) for name in VARIANTS if finished(config, name) is not None]
+    runs = {r.name: r for r in find_runs(done)}
+    for run in runs.values():
+        run.label = VARIANTS[run.name].label
     pixels = finished(config, "pixels")
     if pixels is None:
         return runs, None
@@ -226,25 +227,26 @@ def collect(config: ReproduceConfig) -> tuple[dict[str, DeepRun], InputReadout |
     return runs, InputReadout(PIXELS.label, pixels["readout"], timing.get("wall_s"), timing.get("device", ""))
 
 
-def against_the_paper(runs: Mapping[str, DeepRun], pixels: InputReadout | None, tol: float) -> list[str]:
+def against_the_paper(runs: Mapping[str, Run], pixels: InputReadout | None, tol: float) -> list[str]:
     """LPL's final and best layer, the pixel readout and the order of the ablations against the published values."""
     out = []
     lpl = runs.get("lpl")
     if lpl is not None:
-        final, best = lpl.readout[-1], max(lpl.readout)
-        out.append(f"LPL's final layer (layer {len(lpl.readout)}) reads out {pct(final)}% (published "
-                   f"{VARIANTS['lpl'].published.value}%); its best layer is layer {lpl.readout.index(best) + 1} with "
+        readout = lpl.readouts()
+        final, best = readout[-1], max(readout)
+        out.append(f"LPL's final layer (layer {len(readout)}) reads out {pct(final)}% (published "
+                   f"{VARIANTS['lpl'].published.value}%); its best layer is layer {readout.index(best) + 1} with "
                    f"{pct(best)}% (published best layer ~55.3%).")
     if pixels is not None:
         text = f"The same readout on raw pixels gives {pct(pixels.readout)}% (published {PIXELS.published.value}%)"
         if lpl is not None:
-            verdict = judge(lpl.readout[-1], pixels.readout, tol)
-            gap = abs(100 * (lpl.readout[-1] - pixels.readout))
+            verdict = judge(lpl.readouts()[-1], pixels.readout, tol)
+            gap = abs(100 * (lpl.readouts()[-1] - pixels.readout))
             text += ("; LPL's final layer is level with it" if verdict == "tie" else
                      f"; LPL's final layer is {gap:.1f} points {'above' if verdict == 'better' else 'below'} it")
         out.append(text + ".")
     if all(name in runs for name in PUBLISHED_ORDER):
-        order = [(runs[name].label, runs[name].readout[-1]) for name in PUBLISHED_ORDER]
+        order = [(runs[name].label, runs[name].readouts()[-1]) for name in PUBLISHED_ORDER]
         same = all(judge(a[1], b[1], tol) == "better" for a, b in zip(order, order[1:]))
         here = "" if same else f" (here: {ranking(order, tol)})"
         out.append(f"The published order at the final layer ({' > '.join(label for label, _ in order)}) "
@@ -260,27 +262,27 @@ def _check(claim: str, result: tuple[bool, str] | None) -> str:
     return f"{claim}: **{'holds' if ok else 'fails'}**" + (f" ({detail})" if detail else "") + "."
 
 
-def must_show(runs: Mapping[str, DeepRun], tol: float, layers: int) -> list[str]:
+def must_show(runs: Mapping[str, Run], tol: float, layers: int) -> list[str]:
     """The paper's checks: LPL's final layer >= 53%; at layers 3 and up, LPL above its random initialisation
     (by more than the tie tolerance) and Hebbian off at most 15%."""
     lpl, hebb = runs.get("lpl"), runs.get("hebb_off")
-    out = [_check("LPL final layer >= 53%", None if lpl is None else (lpl.readout[-1] >= 0.53,
-                                                                      f"{pct(lpl.readout[-1])}%"))]
+    final = lpl.readouts()[-1] if lpl is not None else None
+    out = [_check("LPL final layer >= 53%", None if final is None else (final >= 0.53, f"{pct(final)}%"))]
     deep = list(range(3, layers + 1))
     if not deep:
         few = f"not checked: the network has {layers} layer(s), the check is on layers 3 and up"
         return [*out, f"LPL above random init at layers 3-8: {few}.", f"Hebbian off <= 15% at layers 3-8: {few}."]
-    init = lpl.per_layer("readout", initialisation=True) if lpl is not None else []
+    init = lpl.readouts("initialisation") if lpl is not None else []
     if lpl is None or len(init) < layers:
         out.append(_check(f"LPL above random init at {spans(deep)}", None))
     else:
-        low = [i for i in deep if judge(lpl.readout[i - 1], init[i - 1], tol) != "better"]
+        low = [i for i in deep if judge(lpl.readouts()[i - 1], init[i - 1], tol) != "better"]
         out.append(_check(f"LPL above random init at {spans(deep)}", (not low, f"not at {spans(low)}" if low else "")))
     if hebb is None:
         out.append(_check(f"Hebbian off <= 15% at {spans(deep)}", None))
     else:
-        top = max(deep, key=lambda i: hebb.readout[i - 1])
-        highest = hebb.readout[top - 1]
+        top = max(deep, key=lambda i: hebb.readouts()[i - 1])
+        highest = hebb.readouts()[top - 1]
         out.append(_check(f"Hebbian off <= 15% at {spans(deep)}", (highest <= 0.15, f"highest {pct(highest)}% at "
                                                                                      f"layer {top}")))
     return out
@@ -298,9 +300,10 @@ def write_paper_report(config: ReproduceConfig) -> tuple[Path, list[str]]:
                     {v.label: v.published for v in (*VARIANTS.values(), PIXELS)}, VARIED)
     note = PUBLISHED_NOTE + ("" if config.dataset == "cifar10" else f" This run used {config.dataset}, not CIFAR-10.")
     blocks, table = deep_comparison(ordered, out / "readout_per_layer.png", notes=[note], extras=extras)
-    participation = participation_figure(ordered, out / "participation_ratio_per_layer.png")
+    participation = readout_figure(ordered, init_rows(ordered), out / "participation_ratio_per_layer.png",
+                                   key="participation_ratio")
     spec = config.deep_config("lpl").spec(3)
-    layers = max((len(r.readout) for r in ordered), default=len(spec.channels))
+    layers = max((len(r.readouts()) for r in ordered), default=len(spec.channels))
     setup = (f"data set: {config.dataset}; network: {config.network}, channels {list(spec.channels)}, pooling after "
              f"{list(spec.pool_after)}",
              f"LPL: {config.epochs} epochs; ablations: {config.ablation_epochs} epochs; batch {config.batch_size}; "
@@ -315,7 +318,7 @@ def write_paper_report(config: ReproduceConfig) -> tuple[Path, list[str]]:
                 Bullets(tuple(against_the_paper(runs, pixels, tol) or ["Nothing to compare with the paper yet."])),
                 Heading("Must show"), Bullets(tuple(must_show(runs, tol, layers))),
                 Paragraph("Numbers: `reproduce.csv` (readouts as fractions).")]
-    atomic_write_text(table, out / "reproduce.csv")
+    atomic_write_text(to_csv(table), out / "reproduce.csv")
     return atomic_write_text(to_markdown(document), out / "report.md"), missing
 
 

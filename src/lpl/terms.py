@@ -36,5 +36,10 @@ RUN_TERMS: dict[str, Term] = {
 
 
 def terms_record(*groups: Mapping[str, Term]) -> dict[str, dict[str, Any]]:
-    """The terms of ``groups`` as the run record keeps them: {name: {meaning, should, group}}."""
-    return {name: asdict(term) for group in groups for name, term in group.items()}
+    """The terms of ``groups`` as the run record keeps them: {name: {meaning, should, group}}. A name in several
+    groups keeps its first meaning: a trainer's own terms, given first, win over the shared ``RUN_TERMS``."""
+    out: dict[str, dict[str, Any]] = {}
+    for group in groups:
+        for name, term in group.items():
+            out.setdefault(name, asdict(term))
+    return out

@@ -1,31 +1,45 @@
-"""``lpl analyze``, ``lpl compare``, ``lpl report`` and ``lpl demo``."""
+"""``lpl analyze``, ``lpl compare``, ``lpl report`` and ``lpl readout``: their configs and what they run."""
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lpl.analysis.deep_report import deep_comparison, deep_results_files, load_deep_runs
-from lpl.analysis.document import Heading, to_markdown
-from lpl.analysis.evaluate import Evaluation
-from lpl.analysis.readout import deep_runs
-from lpl.analysis.report import load_runs, results_blocks, rows_csv, write_report
-from lpl.analysis.verdicts import COLLAPSE_FRACTION
-from lpl.config import option
+from lpl.analysis.deep_report import deep_comparison
+from lpl.analysis.document import Heading, to_csv, to_markdown
+from lpl.analysis.evaluate import GAPS, Views
+from lpl.analysis.readout import write_readouts
+from lpl.analysis.report import evaluate_runs, results_blocks, rows_table, write_report
+from lpl.analysis.runs import find_runs
+from lpl.config import check_device, check_fields, option
 from lpl.io import atomic_write_text
 from lpl.validation import LPLError
 
 
 @dataclass
-class AnalyzeConfig:
+class ViewOptions:
+    """Settings of the view-invariance measures, for exports of sequences."""
+
+    gaps: list[int] = option(list(GAPS), "view identification from views at least G frames away, for each G "
+                             "(those that fit the sequences)")
+    cyclic: bool = option(False, "sequences are rings (turntable views): the last frame neighbours the first")
+    objects: str | None = option(None, "regular expression whose first group, searched in a sequence's name, names "
+                                 "its object: sequences of one object are then neither targets nor distractors "
+                                 "(ETH-80: '(.*)_elev')")
+
+    def views(self) -> tuple[Views, bool]:
+        """The measures' settings and whether any was asked for (then exports need sequences)."""
+        views = Views(tuple(self.gaps), self.cyclic, self.objects)
+        return views, views != Views()
+
+
+@dataclass
+class AnalyzeConfig(ViewOptions):
     """Statistics, probes, invariance and baselines of every representation in the files."""
 
     files: list[str] = option([], "activation or embedding files (*_before.pt / *_after.pt)", positional=True)
-    baselines: bool = option(True, "also evaluate pixels, a random projection and PCA of the same width")
-    csv: str | None = option(None, "also write the table as CSV to this path")
+    baselines: bool = option(True, "also evaluate pixels, and a random projection and PCA of each layer's width")
+    csv: str | None = option(None, "also write every number as CSV to this path")
 
 
 @dataclass
@@ -36,132 +50,92 @@ class CompareConfig:
     files: list[str] = option([], "output folders or logs/*_results.json of deep runs, or activation or "
                               "embedding files (*_after.pt) of the runs to compare", positional=True)
     output: str = option("outputs/comparison", "write <output>.md and <output>.csv (and <output>.png for deep runs)")
-    baselines: bool = option(True, "representation files: also evaluate pixels, a random projection and PCA of "
-                             "the same width")
+    baselines: bool = option(True, "representation files: also evaluate pixels, and a random projection and PCA of "
+                             "each layer's width")
 
 
 @dataclass
-class ReportConfig:
-    """A Markdown report with figures of every run in an output folder."""
+class ReportConfig(ViewOptions):
+    """A Markdown and HTML report with figures of every run in an output folder."""
 
     output_dir: str = option("outputs", "the training output folder", positional=True)
     baselines: bool = option(True, "include the pixel, random-projection and PCA baselines")
 
 
-# ---------------------------------------------------------------- raw tables (lpl analyze)
+@dataclass
+class ReadoutConfig:
+    """Fit the per-layer readouts of the deep runs in an output folder (``logs/<name>_results.json``)."""
 
-COLUMNS = ("collapsed_units", "participation_ratio", "mean_abs_correlation", "lifetime_sparsity",
-           "linear_probe", "knn20", "knn200", "within_class_similarity", "across_class_similarity",
-           "consecutive_similarity", "random_pair_similarity")
-COUNTS = ("collapsed_units", "units")
+    output_dir: str = option("outputs", "the training output folder", positional=True)
+    name: list[str] = option([], "run names (default: every deep run in the folder)")
+    epochs: int = option(20, "epochs of each readout (Adam, batch 512, lr 1e-3)")
+    grid: int = option(4, "spatial protocol: every block average-pooled to at most g x g, alone and all "
+                       "concatenated; 0 = the paper's protocol only")
+    device: str = option("cpu", "torch device for the readouts")
 
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_device(self.device)
 
-def _cell(column: str, value: float | None) -> str:
-    if value is None:
-        return ""
-    return f"{value:.0f}" if column in COUNTS else f"{value:.3f}"
-
-
-def markdown_table(rows: Sequence[Evaluation], columns: Sequence[str] = COLUMNS) -> str:
-    """Every column under its metric name, one row per evaluation (the raw form ``lpl analyze`` prints)."""
-    present = [c for c in columns if any(c in r.values for r in rows)]
-    lines = ["| representation | " + " | ".join(present) + " |", "|---" * (len(present) + 1) + "|"]
-    lines += [f"| {r.name} | " + " | ".join(_cell(c, r.values.get(c)) for c in present) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def csv_table(rows: Sequence[Evaluation]) -> str:
-    keys = sorted({k for r in rows for k in r.values})
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["representation", *keys])
-    writer.writerows([r.name, *(r.values.get(k, "") for k in keys)] for r in rows)
-    return buffer.getvalue()
-
-
-def collapse_warnings(rows: Sequence[Evaluation]) -> list[str]:
-    """Raw threshold check of trained rows, not judged against the untrained state (the report uses
-    ``verdicts.collapse_sentences``, which is)."""
-    return [f"COLLAPSED: {r.name}: {r.values['collapsed_units']:.0f}/{r.values['units']:.0f} units have std < 0.1"
-            for r in rows if not r.name.endswith("/before") and "/baseline/" not in r.name
-            and r.values.get("collapsed_fraction", 0) > COLLAPSE_FRACTION]
-
-
-# ---------------------------------------------------------------- commands
 
 def analyze(config: AnalyzeConfig) -> int:
-    """The raw table (every metric under its own name), then the findings in sentences."""
-    runs = load_runs(config.files, config.baselines)
-    evaluations = [e for run in runs for e in run.evaluations]
-    blocks, _ = results_blocks(runs)
-    print(markdown_table(evaluations))
+    """The findings in sentences and the tables of every representation (``--csv``: every number)."""
+    if not config.files:
+        raise LPLError("lpl analyze needs export files (activations/*_after.pt)")
+    runs = find_runs(config.files)
+    rows = evaluate_runs(runs, config.baselines, *config.views())
+    blocks = results_blocks(runs, rows)
     print(to_markdown(blocks))
     if config.csv:
-        atomic_write_text(csv_table(evaluations), Path(config.csv))
+        atomic_write_text(to_csv(rows_table(rows)), Path(config.csv))
     return 0
-
-
-def split_inputs(paths: list[str]) -> tuple[list[Path], list[Path]]:
-    """(deep runs' results files, representation files) of ``paths``: an output folder gives its
-    ``logs/*_results.json`` (or those of its run subfolders), else its ``activations/*_after.pt``."""
-    deep: list[Path] = []
-    files: list[Path] = []
-    for path in map(Path, paths):
-        if not path.exists():
-            raise LPLError(f"{path} does not exist; give output folders, results files or activation files")
-        found = deep_results_files(path)
-        if found:
-            deep += found
-        elif path.is_dir():
-            pending = [r.name for r in deep_runs(path)]
-            if pending:
-                raise LPLError(f"{path} holds deep runs without readouts ({', '.join(pending)}); fit them with "
-                               f"lpl readout {path}")
-            exports = sorted((path / "activations").glob("*_after.pt"))
-            if not exports:
-                raise LPLError(f"{path} holds no deep results (logs/*_results.json) and no activations/*_after.pt")
-            files += exports
-        else:
-            files.append(path)
-    if deep and files:
-        raise LPLError("give either deep runs (output folders or *_results.json) or representation files "
-                       "(*_after.pt), not both: " + ", ".join(map(str, files[:3])) + " are representation files")
-    return deep, files
 
 
 def compare(config: CompareConfig) -> int:
-    """Runs named ``<output folder>/<run name>``, so two runs of one trainer stay apart."""
+    """Runs named ``<output folder>/<run name>``, so two runs of one trainer stay apart: deep runs' readouts
+    (``<output>.md``, ``.csv``, ``.png``) or, for export files, their representations."""
     if not config.files:
         raise LPLError("lpl compare needs runs: output folders or results files of deep runs, or activation files")
-    deep, files = split_inputs(config.files)
+    exports = [f for f in config.files if f.endswith(".pt")]
+    if exports and len(exports) < len(config.files):
+        raise LPLError("give either deep runs (output folders or *_results.json) or representation files "
+                       "(*_after.pt), not both: " + ", ".join(exports[:3]) + " are representation files")
+    runs = find_runs(config.files, qualify=True)
+    deep = [r for r in runs if r.deep and not exports]
+    pending = [r.label for r in runs if not r.deep and "eval_train" in r.config and "note" not in r.results]
+    if not exports and pending and not deep:
+        raise LPLError(f"{', '.join(pending)} are deep runs without readouts; fit them with lpl readout <folder>")
     if deep:
-        return compare_deep(deep, config.output)
-    runs = load_runs(files, config.baselines, qualify=True)
-    blocks, rows = results_blocks(runs)
-    text = to_markdown([Heading("Comparison: " + ", ".join(r.label for r in runs), 1), *blocks])
+        notes = [f"`{r.label}`: " + r.results.get("note", "no readouts of a trained network (an unfinished run, or "
+                                                          "not a deep run)") + "; left out" for r in runs if not r.deep]
+        blocks, table = deep_comparison(deep, Path(f"{config.output}.png"), notes)
+        title = "Comparison of deep runs: "
+    elif rows := evaluate_runs(runs, config.baselines):
+        blocks = results_blocks(runs, rows)
+        table, title = rows_table(rows), "Comparison: "
+    else:
+        raise LPLError(f"{', '.join(config.files)}: no deep results (logs/*_results.json) and no exports "
+                       f"(activations/*_after.pt) to compare")
+    text = to_markdown([Heading(title + ", ".join(r.label for r in runs if r.deep or not deep), 1), *blocks])
     print(text)
     atomic_write_text(text, Path(f"{config.output}.md"))
-    atomic_write_text(rows_csv(rows), Path(f"{config.output}.csv"))
-    print(f"wrote {config.output}.md and {config.output}.csv")
-    return 0
-
-
-def compare_deep(results: list[Path], output: str) -> int:
-    """Deep runs side by side: ``<output>.md`` (table, figure, sentences), ``<output>.csv`` and ``<output>.png``."""
-    runs, notes = load_deep_runs(results, qualify=True)
-    if not runs:
-        raise LPLError("no deep run with trained readouts among " + ", ".join(map(str, results[:5]))
-                       + ("" if not notes else "; " + "; ".join(n.replace("`", "") for n in notes)))
-    blocks, table = deep_comparison(runs, Path(f"{output}.png"), notes=notes)
-    text = to_markdown([Heading("Comparison of deep runs: " + ", ".join(r.label for r in runs), 1), *blocks])
-    print(text)
-    atomic_write_text(text, Path(f"{output}.md"))
-    atomic_write_text(table, Path(f"{output}.csv"))
-    print(f"wrote {output}.md, {output}.csv and {output}.png")
+    atomic_write_text(to_csv(table), Path(f"{config.output}.csv"))
+    print(f"wrote {config.output}.md, {config.output}.csv" + (f" and {config.output}.png" if deep else ""))
     return 0
 
 
 def report(config: ReportConfig) -> int:
-    path = write_report(config.output_dir, config.baselines)
+    path = write_report(config.output_dir, config.baselines, *config.views())
     print(f"report: {path} and {path.with_suffix('.html')}")
+    return 0
+
+
+def readout(config: ReadoutConfig) -> int:
+    """Fit the readouts of the deep runs (those whose exports carry training features) of an output folder."""
+    runs = [r for r in find_runs([config.output_dir]) if "eval_train" in r.config and r.exports
+            and (not config.name or r.name in config.name)]
+    if not runs:
+        raise LPLError(f"no deep runs in {config.output_dir}/logs; train one with lpl train-deep first")
+    for run in runs:
+        print(f"{run.name}: {write_readouts(run.layout, config.epochs, config.device, config.grid)}")
     return 0

@@ -1,16 +1,19 @@
 """A report as a list of blocks, rendered to Markdown (figures linked) or to one self-contained HTML
-page (figures embedded as base64 PNG data URIs, inline CSS, no external resources).
+page (figures embedded as base64 PNG data URIs, inline CSS, no external resources); a table also to CSV.
 
 Text may use ``**bold**`` and ```code``` and nothing else."""
 
 from __future__ import annotations
 
 import base64
+import csv
 import html
+import io
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -30,12 +33,38 @@ class Bullets:
 
 
 @dataclass(frozen=True)
-class Table:
-    """Cells are text; ``numeric`` columns are right-aligned."""
+class Column:
+    """A table column: its CSV name ``key``, the ``header`` shown (default: the key), how numbers are shown
+    (a format spec, or ``pct`` for a fraction in %), what an empty cell shows, and whether the column is shown
+    and whether it goes into the CSV."""
 
-    headers: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
-    numeric: tuple[bool, ...] = ()
+    key: str
+    header: str = ""
+    fmt: str = ".3f"
+    show: bool = True
+    csv: bool = True
+    missing: str = ""
+
+    def cell(self, value: Any) -> str:
+        if value is None or isinstance(value, str):
+            return self.missing if value is None else value
+        return f"{100 * value:.1f}" if self.fmt == "pct" else format(value, self.fmt)
+
+
+@dataclass(frozen=True)
+class Table:
+    """Rows of values by column key (missing: empty). Markdown and HTML show the ``show`` columns formatted,
+    numbers right-aligned; the CSV has the ``csv`` columns' raw values (``to_csv``)."""
+
+    columns: tuple[Column, ...]
+    rows: tuple[Mapping[str, Any], ...]
+
+    def shown(self) -> tuple[list[str], list[list[str]], list[bool]]:
+        """Headers, formatted cells and which columns are numeric, of the shown columns."""
+        columns = [c for c in self.columns if c.show]
+        numeric = [any(isinstance(r.get(c.key), int | float) for r in self.rows) for c in columns]
+        return [c.header or c.key for c in columns], [[c.cell(r.get(c.key)) for c in columns] for r in self.rows], \
+            numeric
 
 
 @dataclass(frozen=True)
@@ -75,10 +104,10 @@ def to_markdown(blocks: Sequence[Block]) -> str:
         elif isinstance(block, Bullets):
             out.append("\n".join(f"- {item}" for item in block.items))
         elif isinstance(block, Table):
-            align = block.numeric or (False,) * len(block.headers)
-            lines = ["| " + " | ".join(map(_cell, block.headers)) + " |",
-                     "|" + "|".join("---:" if n else "---" for n in align) + "|"]
-            lines += ["| " + " | ".join(map(_cell, row)) + " |" for row in block.rows]
+            headers, rows, numeric = block.shown()
+            lines = ["| " + " | ".join(map(_cell, headers)) + " |",
+                     "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
+            lines += ["| " + " | ".join(map(_cell, row)) + " |" for row in rows]
             out.append("\n".join(lines))
         else:
             out.append(f"![{block.caption}]({block.path.name})\n\n*{block.caption}*")
@@ -100,10 +129,10 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
         elif isinstance(block, Bullets):
             out.append("<ul>" + "".join(f"<li>{_inline_html(i)}</li>" for i in block.items) + "</ul>")
         elif isinstance(block, Table):
-            align = block.numeric or (False,) * len(block.headers)
-            head = "".join(f"<th>{_inline_html(h)}</th>" for h in block.headers)
+            headers, rows, numeric = block.shown()
+            head = "".join(f"<th>{_inline_html(h)}</th>" for h in headers)
             body = "".join("<tr>" + "".join(f'<td{" class=n" if n else ""}>{_inline_html(c)}</td>'
-                                            for c, n in zip(row, align)) + "</tr>" for row in block.rows)
+                                            for c, n in zip(row, numeric)) + "</tr>" for row in rows)
             out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         else:
             caption = _inline_html(block.caption)
@@ -111,3 +140,13 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
                        f"<figcaption>{caption}</figcaption></figure>")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{CSS}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
+
+
+def to_csv(table: Table) -> str:
+    """The ``csv`` columns of ``table``, raw values (fractions stay fractions), a header row of column keys."""
+    columns = [c for c in table.columns if c.csv]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow([c.key for c in columns])
+    writer.writerows([row.get(c.key, "") for c in columns] for row in table.rows)
+    return buffer.getvalue()

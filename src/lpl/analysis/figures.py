@@ -1,12 +1,11 @@
-"""The report's figures (PNG): training curves grouped by term, per-layer profiles, activation
-histograms, PCA embeddings and receptive fields; plus what each logged term means and should do."""
+"""The report's figures (PNG): training curves grouped as the run record groups its terms, readout per layer
+of runs side by side, similarity against frame distance, activation histograms, PCA embeddings, receptive fields."""
 
 from __future__ import annotations
 
 import io
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,64 +13,10 @@ import torch
 
 from lpl.io import atomic_write_bytes
 
-
-@dataclass(frozen=True)
-class Term:
-    """A logged quantity: its group, its name in prose, its y-axis label and what it should do."""
-
-    group: str  # "objective", "statistics", "throughput" or "skip"
-    title: str
-    ylabel: str
-    note: str
-
-
-TERMS = {
-    "pred": Term("objective", "predictive term", "mean squared change",
-                 "how much responses change between the two views of a pair. It can rise while the Hebbian "
-                 "term spreads the responses (more variance, so larger changes too); that is not a failure, "
-                 "read it together with the activation std."),
-    "hebb": Term("objective", "Hebbian term", "-sum log variance",
-                 "minus the log variance of each unit, summed; it falls as units spread their responses."),
-    "decorr": Term("objective", "decorrelation term", "sum of squared covariances",
-                   "squared covariances between pairs of units; it should fall or stay low (else units are "
-                   "redundant)."),
-    "loss": Term("objective", "loss", "loss",
-                 "the trained objective (BYOL: -2 x cosine of prediction and target, minimum -2; deep LPL: the "
-                 "weighted sum of every layer's terms); it should fall."),
-    "weight_norm": Term("statistics", "weight norm", "L2 norm of W",
-                        "size of the weights; it should level off rather than grow without bound."),
-    "update_norm": Term("statistics", "update norm", "L2 norm of one update",
-                        "size of each step's weight change; it shrinks as learning settles."),
-    "act_mean": Term("statistics", "mean activation", "mean over batch and units",
-                     "average response; a large drift means units saturate."),
-    "act_std": Term("statistics", "activation std", "mean per-unit std",
-                    "spread of each unit's responses over a batch; it should stay well above 0.1, the "
-                    "collapse threshold."),
-    "collapsed_units": Term("statistics", "collapsed units", "units with std < 0.1",
-                            "units that respond the same to every image of a batch; it should stay at or near 0."),
-    "embedding_std": Term("statistics", "embedding std", "std per dimension",
-                          "spread of the L2-normalised embeddings per dimension; about 1/sqrt(width) when healthy, "
-                          "near 0 when collapsed."),
-    "conv1_weight_norm": Term("statistics", "conv1 weight norm", "L2 norm of conv1",
-                              "size of the only trained layer's weights; it should level off."),
-    "lr": Term("statistics", "learning rate", "learning rate",
-               "the schedule (warm-up, then decay); set, not learned."),
-    "samples_per_s": Term("throughput", "throughput", "samples/s", "speed of training, not a learning curve."),
-    "epoch": Term("skip", "epoch", "epoch", ""),
-}
+# The groups of logged terms (``lpl.terms``) drawn, in order; throughput is a speed, not a learning curve.
 GROUP_TITLES = {"objective": "Objective terms (the quantities training minimises)",
-                "statistics": "Statistics of weights and activations"}
-_LAYERED = re.compile(r"^layer(\d+)_(.+)$")
-
-
-def split_key(key: str) -> tuple[str, str]:
-    """``('2', 'pred')`` for ``layer2_pred``; ``('', 'loss')`` for ``loss``."""
-    match = _LAYERED.match(key)
-    return (match.group(1), match.group(2)) if match else ("", key)
-
-
-def term(name: str) -> Term:
-    return TERMS.get(name, Term("statistics", name.replace("_", " "), name.replace("_", " "), ""))
+                "statistics": "Statistics of weights and activations", "schedule": "Schedule",
+                "undescribed": "Logged quantities the run record does not describe"}
 
 
 def _plt() -> Any:
@@ -87,67 +32,51 @@ def _save(fig: Any, path: Path, tight: bool = True) -> Path:
     if tight:
         fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")  # legends right of the axes included
     _plt().close(fig)
     return atomic_write_bytes(buffer.getvalue(), path)
 
 
-def plot_training_curves(records: Sequence[Mapping[str, Any]], path: Path, title: str) -> tuple[Path, list[str]] | None:
-    """Objective terms and statistics against the step, one panel per term (a line per layer); throughput is
-    left out. Returns the figure and the names of the terms it shows, or None when nothing was logged."""
-    records = [r for r in records if "event" not in r and "step" in r]
-    panels: dict[str, dict[str, dict[str, list[tuple[float, float]]]]] = {"objective": {}, "statistics": {}}
-    for record in records:
+def _legend_right(ax: Any) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+
+
+def plot_training_curves(records: Sequence[Mapping[str, Any]], path: Path, title: str,
+                         terms: Mapping[str, Mapping[str, Any]]) -> tuple[Path, dict[str, list[str]]] | None:
+    """Logged terms (``layer<k>_<term>`` or ``<term>``) against the step, one panel per term and a line per
+    layer, grouped as ``terms`` (the run record's) groups them; throughput is left out. Returns the figure and
+    the terms drawn per group, or None when nothing was logged."""
+    panels: dict[str, dict[str, dict[str, list[tuple[float, float]]]]] = {g: {} for g in GROUP_TITLES}
+    for record in (r for r in records if "event" not in r and "step" in r):
         for key, value in record.items():
-            layer, name = split_key(key)
-            group = term(name).group
+            layer, name = match.groups() if (match := re.match(r"layer(\d+)_(.+)$", key)) else ("", key)
+            group = terms.get(name, {}).get("group", "undescribed")
             if key != "step" and group in panels and isinstance(value, int | float) and not isinstance(value, bool):
                 panels[group].setdefault(name, {}).setdefault(layer, []).append((record["step"], float(value)))
-    groups = [(g, terms) for g, terms in panels.items() if terms]
+    groups = [(g, drawn) for g, drawn in panels.items() if drawn]
     if not groups:
         return None
     plt = _plt()
     cols = max(min(4, max(len(t) for _, t in groups)), 2)
     heights = [-(-len(t) // cols) for _, t in groups]
     fig = plt.figure(figsize=(cols * 3.3, sum(heights) * 2.6 + 0.6 * len(groups)), layout="constrained")
-    subfigs = fig.subfigures(len(groups), 1, height_ratios=heights, squeeze=False)[:, 0]
-    for subfig, (group, terms), rows in zip(subfigs, groups, heights):
+    for subfig, (group, drawn), rows in zip(fig.subfigures(len(groups), 1, height_ratios=heights, squeeze=False)[:, 0],
+                                            groups, heights):
         subfig.suptitle(GROUP_TITLES[group], fontsize=11, x=0.01, ha="left")
         axes = list(subfig.subplots(rows, cols, squeeze=False).flat)
-        for ax, (name, lines) in zip(axes, terms.items()):
+        for ax, (name, lines) in zip(axes, drawn.items()):
             for layer, points in sorted(lines.items(), key=lambda kv: int(kv[0] or 0)):
-                steps, values = zip(*points)
-                ax.plot(steps, values, marker="." if len(points) < 30 else None,
-                        label=f"layer {layer}" if layer else None)
-            ax.set_title(term(name).title, fontsize=9)
+                ax.plot(*zip(*points), marker="." if len(points) < 30 else None, label=layer and f"layer {layer}")
+            ax.set_title(name, fontsize=9)
             ax.set_xlabel("training step", fontsize=8)
-            ax.set_ylabel(term(name).ylabel, fontsize=8)
             ax.tick_params(labelsize=7)
             if len(lines) > 1:
                 ax.legend(fontsize=7)
-        for ax in axes[len(terms):]:
+        for ax in axes[len(drawn):]:
             ax.axis("off")
     fig.suptitle(title, fontsize=12)
-    names = [name for _, terms in groups for name in terms]
-    return _save(fig, path, tight=False), names
-
-
-def plot_layer_profile(profiles: Mapping[str, Mapping[str, Sequence[float]]], path: Path, title: str,
-                       chance: float | None = None) -> Path:
-    """One panel per measure (``{measure: {stage: value per layer}}``), a line per stage against the layer."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(profiles), figsize=(4.4 * len(profiles), 3.3), squeeze=False)
-    for ax, (measure, stages) in zip(axes[0], profiles.items()):
-        for stage, values in stages.items():
-            ax.plot(range(1, len(values) + 1), values, marker="o", label=stage)
-        if chance is not None and "accuracy" in measure:
-            ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
-        ax.set_xlabel("layer")
-        ax.set_ylabel(measure)
-        ax.set_xticks(range(1, max(len(v) for v in stages.values()) + 1))
-        ax.legend(fontsize=8)
-    fig.suptitle(title, fontsize=11)
-    return _save(fig, path)
+    return _save(fig, path, tight=False), {group: list(drawn) for group, drawn in groups}
 
 
 def plot_layer_comparison(runs: Mapping[str, Sequence[float]], init: Mapping[str, Sequence[float]], path: Path,
@@ -180,14 +109,10 @@ def plot_layer_comparison(runs: Mapping[str, Sequence[float]], init: Mapping[str
     drawn = [x for line in (*runs.values(), *init.values()) for x in line if x == x]  # NaN left out
     if not percent and drawn and max(drawn) > 10 * min(drawn) > 0:  # collapsed and rich layers on one axis
         ax.set_yscale("log")
-    ax.set_xticks(range(1, layers + 1))
-    ax.set_xlabel("layer")
-    ax.set_ylabel(ylabel)
+    ax.set(xticks=range(1, layers + 1), xlabel="layer", ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    ax.set_title(title, fontsize=11)
-    return _save(fig, path)
+    _legend_right(ax)
+    return _save(fig, path, tight=False)
 
 
 def _stars(ax: Any, published: Mapping[str, float], colours: Mapping[str, str], x: float) -> None:
@@ -202,6 +127,23 @@ def _stars(ax: Any, published: Mapping[str, float], colours: Mapping[str, str], 
     ax.scatter([], [], marker="*", s=160, color="white", edgecolors="black", label="published, final layer")
     ax.set_xlim(0.7, x + 1.1)
     ax.set_ylim(0, max(ax.get_ylim()[1], text_y + 3))
+
+
+def plot_similarity_curves(curves: Mapping[str, tuple[Sequence[int], Sequence[float], float]], path: Path,
+                           title: str) -> Path:
+    """Similarity of two views of one sequence against their frame distance, a line per representation
+    (``{label: (distances, similarities, across-sequence similarity)}``), its across-sequence reference dotted."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.6))
+    ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)
+    for label, (distance, similarity, across) in curves.items():
+        (line,) = ax.plot(distance, similarity, marker="o", label=label)
+        ax.axhline(across, color=line.get_color(), linestyle=":", linewidth=1)
+    ax.set(xlabel="frame distance", ylabel="mean cosine similarity (centred)", title=title,
+           xticks=sorted({d for distance, _, _ in curves.values() for d in distance}))
+    ax.grid(alpha=0.3)
+    _legend_right(ax)
+    return _save(fig, path, tight=False)
 
 
 def plot_receptive_fields(weight: torch.Tensor, shape: tuple[int, ...], path: Path, count: int = 32) -> Path:
@@ -228,9 +170,7 @@ def plot_histograms(layers: Mapping[str, Mapping[str, torch.Tensor]], path: Path
     for ax, (layer, stages) in zip(axes[0], layers.items()):
         for stage, x in stages.items():
             ax.hist(x.flatten().numpy(), bins=60, alpha=0.6, label=stage, density=True)
-        ax.set_title(layer, fontsize=10)
-        ax.set_xlabel("activation value")
-        ax.set_ylabel("density")
+        ax.set(title=layer, xlabel="activation value", ylabel="density")
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=11)
     return _save(fig, path)
@@ -247,7 +187,5 @@ def plot_embedding(x: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]
     handles, _ = scatter.legend_elements()
     names = list(classes) or [str(i) for i in range(int(labels.max()) + 1)]
     ax.legend(handles, names[: len(handles)], fontsize=7, loc="best", markerscale=0.8)
-    ax.set_xlabel("PC 1")
-    ax.set_ylabel("PC 2")
-    ax.set_title(title, fontsize=10)
+    ax.set(xlabel="PC 1", ylabel="PC 2", title=title)
     return _save(fig, path)

@@ -15,8 +15,6 @@ are a strong baseline, so a table always shows both rows.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from lpl.analysis.metrics import participation_ratio
-from lpl.config import check_device, check_fields, option
 from lpl.data import load_splits
 from lpl.data.images import ImageSet
 from lpl.io import atomic_write_json, load_torch
-from lpl.layout import RunLayout, layer_key, saved_run
+from lpl.layout import RunLayout, layer_key, read_record
 from lpl.validation import LPLError
 
 STAGES = {"before": "initialisation", "after": "trained"}
@@ -117,10 +114,8 @@ def spatial_readouts(layout: RunLayout, config: dict[str, Any], grid: int, epoch
 def write_readouts(layout: RunLayout, epochs: int = 20, device: torch.device | str = "cpu", grid: int = 0) -> Path:
     """``logs/<name>_results.json``: per-layer readouts at initialisation and after training, with the paper's
     protocol and, for ``grid`` > 0, the spatial one."""
-    results: dict[str, Any] = {}
-    found = saved_run(layout.activation_file("after"))
-    if found is not None:
-        results["config"] = found[1]["config"]
+    record = read_record(layout.record_file)
+    results: dict[str, Any] = {"config": record["config"]}
     after = layout.activation_file("after")
     if after.is_file() and int(torch.unique(load_torch(after, "export")["labels"]).numel()) < 2:
         results["note"] = "the exported images are of one class: a readout would be trivially right; none fitted"
@@ -129,44 +124,6 @@ def write_readouts(layout: RunLayout, epochs: int = 20, device: torch.device | s
         path = layout.activation_file(tag)
         if path.is_file():
             results[stage] = layer_readouts(load_torch(path, "export"), epochs, device)
-    if grid and found is not None:
-        results["spatial"] = spatial_readouts(layout, found[1]["config"], grid, epochs, device)
+    if grid:
+        results["spatial"] = spatial_readouts(layout, record["config"], grid, epochs, device)
     return atomic_write_json(results, layout.results_file)
-
-
-@dataclass
-class ReadoutConfig:
-    """Fit the per-layer readouts of the deep runs in an output folder (``logs/<name>_results.json``)."""
-
-    output_dir: str = option("outputs", "the training output folder", positional=True)
-    name: list[str] = option([], "run names (default: every deep run in the folder)")
-    epochs: int = option(20, "epochs of each readout (Adam, batch 512, lr 1e-3)")
-    grid: int = option(4, "spatial protocol: every block average-pooled to at most g x g, alone and all "
-                       "concatenated; 0 = the paper's protocol only")
-    device: str = option("cpu", "torch device for the readouts")
-
-    def __post_init__(self) -> None:
-        check_fields(self)
-        check_device(self.device)
-
-
-def deep_runs(output_dir: Path) -> list[RunLayout]:
-    """The layouts of the runs in ``output_dir`` whose exports carry training features."""
-    runs = []
-    for record_file in sorted((output_dir / "logs").glob("*_run.json")):
-        saved = json.loads(record_file.read_text())
-        files = saved.get("activation_files", [])
-        if "eval_train" in saved.get("config", {}) and files:
-            name = record_file.name.removesuffix("_run.json")
-            runs.append(RunLayout(output_dir, name, files[0].removesuffix("_before.pt")))
-    return runs
-
-
-def readout(config: ReadoutConfig) -> int:
-    runs = [r for r in deep_runs(Path(config.output_dir)) if not config.name or r.name in config.name]
-    if not runs:
-        raise LPLError(f"no deep runs in {config.output_dir}/logs; train one with lpl train-deep first")
-    for layout in runs:
-        path = write_readouts(layout, config.epochs, config.device, config.grid)
-        print(f"{layout.name}: {path}")
-    return 0

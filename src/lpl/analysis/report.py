@@ -1,163 +1,37 @@
-"""Reports a scientist can read: a setup paragraph, findings in sentences, short tables with a glossary,
-and figures per run; written as ``report.md`` and one self-contained ``report.html``. Several deep runs
-in one folder are also shown side by side (``deep_report``).
-"""
+"""Reports built from what runs say about themselves (``runs``): deep runs' readouts first (``deep_report``),
+then, per data set, every export's representations beside baselines of their width (setup, findings in
+sentences, short tables with a glossary, view invariance of sequences), then each run's figures; written as
+``report.md``, one self-contained ``report.html`` and the numbers as CSV."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from lpl.analysis.deep_report import (
-    deep_comparison,
-    deep_results_files,
-    load_deep_runs,
-    log_records,
-    run_labels,
+from lpl.analysis import figures, verdicts
+from lpl.analysis.deep_report import deep_comparison
+from lpl.analysis.document import (
+    Block,
+    Bullets,
+    Column,
+    Figure,
+    Heading,
+    Paragraph,
+    Table,
+    to_csv,
+    to_html,
+    to_markdown,
 )
-from lpl.analysis.document import Block, Bullets, Figure, Heading, Paragraph, Table, to_html, to_markdown
-from lpl.analysis.evaluate import Evaluation, analyze_file, inputs_of, load_representations
-from lpl.analysis.figures import (
-    plot_embedding,
-    plot_histograms,
-    plot_layer_profile,
-    plot_receptive_fields,
-    plot_training_curves,
-    split_key,
-    term,
-)
-from lpl.analysis.verdicts import (
-    Row,
-    baseline_sentences,
-    best_sentences,
-    collapse_sentences,
-    duplicate_sentences,
-    merge_duplicates,
-    tolerance,
-    training_sentences,
-)
-from lpl.io import atomic_write_text, read_json
-from lpl.layout import RunLayout, before_after, run_stem, saved_run
+from lpl.analysis.evaluate import Evaluation, Views, analyze_file, load_representations
+from lpl.analysis.probes import probe_split
+from lpl.analysis.runs import Run, describe_data, find_runs
+from lpl.analysis.verdicts import Row, merge_duplicates, tolerance
+from lpl.io import atomic_write_text
 from lpl.validation import LPLError
-
-# ---------------------------------------------------------------- runs
-
-@dataclass
-class Run:
-    """One run's exports (before/after), what its saved config says, and its evaluated rows."""
-
-    label: str
-    name: str  # the run's name: prefix of its log, config and weight files
-    stem: str
-    files: dict[str, Path]
-    saved: dict[str, Any] | None
-    labels: torch.Tensor
-    classes: tuple[str, ...]
-    frames: int
-    shape: tuple[int, ...] | None
-    evaluations: list[Evaluation] = field(default_factory=list)
-    rows: list[Row] = field(default_factory=list)
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return (self.saved or {}).get("config", {})
-
-    @property
-    def root(self) -> Path:
-        """The output folder: the parent of ``activations/``."""
-        return next(iter(self.files.values())).parent.parent
-
-    @property
-    def layout(self) -> RunLayout:
-        return RunLayout(self.root, self.name, self.stem)
-
-    @property
-    def data(self) -> str:
-        return f"{self.config.get('dataset', 'unknown data')}, {len(self.labels)} test images"
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes) or len(torch.unique(self.labels))
-
-
-def _baseline(name: str) -> tuple[str, str]:
-    """(kind, label) of a baseline evaluation: ``random128`` -> ('random', 'random projection, 128 units')."""
-    for kind, text in (("random", "random projection, {} units"), ("pca", "PCA, {} components")):
-        if name.startswith(kind) and name[len(kind):].isdigit():
-            return kind, text.format(name[len(kind):])
-    return name, name
-
-
-def _rows(run: Run) -> list[Row]:
-    rows = []
-    for e in run.evaluations:
-        parts = e.name.removeprefix(f"{run.stem}/").split("/")
-        if parts[0] == "baseline":
-            kind, label = _baseline(parts[1])
-            rows.append(Row(label, "baseline", e.values, data=run.data, kind=kind, runs=(run.label,)))
-        else:
-            rows.append(Row(run.label, parts[-1], e.values, layer=parts[0] if len(parts) > 1 else "", data=run.data))
-    return rows
-
-
-def load_runs(paths: Sequence[str | Path], with_baselines: bool = True, qualify: bool = False) -> list[Run]:
-    """Evaluate every distinct run among ``paths``; ``qualify`` labels runs ``<folder>/<name>`` (compare)."""
-    runs: list[Run] = []
-    seen: set[Path] = set()
-    cache: dict[tuple, list[Evaluation]] = {}
-    inputs_cache: dict[str, Any] = {}
-    for path in map(Path, paths):
-        files = before_after(path)
-        if (key := min(files.values())) in seen:
-            continue
-        seen.add(key)
-        reference = files.get("after", key)
-        name, saved = saved_run(reference) or (run_stem(reference), None)
-        config = (saved or {}).get("config")
-        data_key = json.dumps([config.get(k) for k in ("dataset", "data_dir", "num_export")]) if config else ""
-        if data_key not in inputs_cache:
-            inputs_cache[data_key] = inputs_of(config)
-        inputs = inputs_cache[data_key]
-        labels = load_representations(reference).labels
-        run = Run(name, name, run_stem(reference), files, saved, labels,
-                  inputs.classes if inputs is not None else (), inputs.frames if inputs is not None else 1,
-                  inputs.shape if inputs is not None else None)
-        run.evaluations = analyze_file(reference, with_baselines, cache=cache)
-        runs.append(run)
-    names = [r.name for r in runs]
-    if qualify or len(set(names)) < len(names):  # runs of one name in several folders
-        names = run_labels([r.files.get("after", min(r.files.values())) for r in runs], names)
-    for run, label in zip(runs, names):
-        run.label = label
-        run.rows = _rows(run)
-    return runs
-
-
-def ordered_rows(runs: Sequence[Run]) -> list[Row]:
-    """Runs first (per layer: untrained, trained), then each baseline once."""
-    rows: list[Row] = []
-    baselines: dict[tuple[str, str], Row] = {}
-    for run in runs:
-        own = [r for r in run.rows if r.stage != "baseline"]
-        rows += sorted(own, key=lambda r: (_layer_number(r.layer), r.trained))
-        for b in (r for r in run.rows if r.stage == "baseline"):
-            kept = baselines.setdefault((b.label, b.data), b)
-            if kept is not b:
-                baselines[(b.label, b.data)] = replace(kept, runs=(*kept.runs, *b.runs))
-    return rows + list(baselines.values())
-
-
-def _layer_title(layer: str) -> str:
-    """``layer 2`` for ``layer2``; '' for the single representation of a one-layer export."""
-    return f"layer {_layer_number(layer)}" if layer.startswith("layer") else ""
 
 
 def _layer_number(layer: str) -> int:
@@ -165,348 +39,272 @@ def _layer_number(layer: str) -> int:
     return int(digits) if digits.isdigit() else 0
 
 
-# ---------------------------------------------------------------- tables and glossary
+def evaluate_runs(runs: Sequence[Run], with_baselines: bool = True, views: Views = Views(),
+                  asked: bool = False) -> list[Row]:
+    """Rows of the runs' exports: each run's layers (untrained, trained), then each baseline once per data set,
+    named with its data set when there are several. ``asked``: an invariance measure was asked for, so
+    exports without sequences are an error."""
+    rows: list[Row] = []
+    baselines: dict[tuple[str, str], Row] = {}
+    cache: dict[tuple, list[Evaluation]] = {}
+    for run in (r for r in runs if r.exports):
+        evaluations = analyze_file(run.exports.get("after", min(run.exports.values())), run.config or None,
+                                   with_baselines, views=views, cache=cache)
+        data, own = f"{run.dataset}, {evaluations[0].values['samples']:.0f} test images", []
+        for e in evaluations:
+            parts = e.name.split("/")[1:]
+            if parts[0] != "baseline":
+                own.append(Row(run.label, parts[-1], e.values, layer=parts[0] if len(parts) > 1 else "", data=data))
+                continue
+            kind, width = next(((k, parts[1][len(k):]) for k in ("random", "pca") if parts[1].startswith(k)),
+                               (parts[1], ""))
+            label = {"random": f"random projection, {width} units", "pca": f"PCA, {width} components"}.get(kind, kind)
+            kept = baselines.setdefault((label, data), Row(label, "baseline", e.values, data=data, kind=kind))
+            baselines[(label, data)] = replace(kept, runs=(*kept.runs, run.label))
+        rows += sorted(own, key=lambda r: (_layer_number(r.layer), r.trained))
+    if asked and not any("unit_invariance" in r.values for r in rows):
+        raise LPLError("--cyclic, --objects and --gaps set the view-invariance measures, but no export here has "
+                       "sequences (no 'sequence' and 'frame' keys); leave them out")
+    several = len({r.data for r in rows}) > 1
+    return rows + [replace(b, source=f"{b.source} ({b.data.rsplit(', ', 1)[0]})") if several else b
+                   for b in baselines.values()]
 
-@dataclass(frozen=True)
-class Column:
-    header: str
-    fmt: str
-    meaning: str
 
-
-COLUMN_INFO = {
-    "units": Column("units", ".0f", "width of the representation (units, or embedding dimensions)."),
-    "linear_probe": Column("linear probe", ".3f",
-                           "accuracy of a logistic regression on standardised responses, fitted on the first 70% "
-                           "of the evaluated test images and scored on the other 30%."),
-    "knn20": Column("kNN-20", ".3f", "accuracy of a vote among the 20 most cosine-similar fitting images: are "
-                                      "images of one class neighbours?"),
-    "knn200": Column("kNN-200", ".3f", "the same vote among 200 neighbours: coarser, class-level structure."),
-    "collapsed_units": Column("collapsed units", ".0f",
-                              "units whose standard deviation over the test images is below 0.1, i.e. that answer "
-                              "every image alike (for L2-normalised embeddings the std is multiplied by "
-                              "sqrt(width) first)."),
-    "participation_ratio": Column("participation ratio", ".1f",
-                                  "effective number of dimensions the responses use, (sum of eigenvalues)^2 / sum "
-                                  "of squared eigenvalues of their covariance: 1 = one direction, width = all "
-                                  "directions equally."),
-    "mean_abs_correlation": Column("mean abs. correlation", ".3f",
-                                   "average absolute correlation between two units: 0 = decorrelated, 1 = redundant."),
-    "lifetime_sparsity": Column("lifetime sparsity", ".3f",
-                                "Treves-Rolls sparsity of each unit over the images, averaged: 0 = a unit answers "
-                                "all images equally, 1 = only one."),
-    "within_class_similarity": Column("same class", ".3f",
-                                      "mean cosine similarity (mean response subtracted) of two different images "
-                                      "of the same class."),
-    "across_class_similarity": Column("other class", ".3f",
-                                      "the same for images of different classes; the gap to 'same class' measures "
-                                      "how much the classes cluster."),
-    "consecutive_similarity": Column("consecutive frames", ".3f",
-                                     "mean cosine similarity of consecutive frames of one sequence: high = the "
-                                     "responses change slowly as the object moves."),
-    "random_pair_similarity": Column("random pairs", ".3f", "the same for random pairs of images, the reference "
-                                                            "for 'consecutive frames'."),
+# key: (header, format, meaning)
+COLUMNS: dict[str, tuple[str, str, str]] = {
+    "units": ("units", ".0f", "width of the representation; baselines are judged only against layers of their width."),
+    "linear_probe": ("linear probe", ".3f", "accuracy of a logistic regression on standardised responses, fitted on "
+                     "the first 70% of the evaluated test images and scored on the other 30%."),
+    "knn20": ("kNN-20", ".3f", "accuracy of a vote among the 20 most cosine-similar fitting images (shown with more "
+              "than 20 of them): are images of one class neighbours?"),
+    "knn200": ("kNN-200", ".3f", "the same among 200 neighbours (shown with more than 200 fitting images)."),
+    "collapsed_units": ("collapsed units", ".0f", "units whose std over the test images is below 0.1: they answer "
+                        "every image alike (for L2-normalised embeddings, std x sqrt(width))."),
+    "participation_ratio": ("participation ratio", ".1f", "effective number of dimensions of the responses, (sum of "
+                            "eigenvalues)^2 / sum of squared eigenvalues of their covariance."),
+    "mean_abs_correlation": ("mean abs. correlation", ".3f", "average |correlation| of two units: 0 = decorrelated."),
+    "lifetime_sparsity": ("lifetime sparsity", ".3f", "Treves-Rolls sparsity of each unit over the images, averaged: "
+                          "0 = a unit answers all images equally, 1 = only one."),
+    "within_class_similarity": ("same class", ".3f", "mean cosine similarity (mean response subtracted) of two "
+                                "images of one class."),
+    "across_class_similarity": ("other class", ".3f", "the same for two classes; the gap to 'same class' measures "
+                                "how much the classes cluster."),
+    "consecutive_similarity": ("consecutive frames", ".3f", "the same for consecutive frames of one sequence."),
+    "random_pair_similarity": ("random pairs", ".3f", "the same for random pairs, the reference for 'consecutive "
+                               "frames'."),
+    "view_identification": ("identification ≥{} frames", ".3f", "how often a view's nearest neighbour (centred "
+                            "cosine) among all views of other sequences and its own sequence's views at least G "
+                            "frames away is of its own sequence (object, with --objects). Chance: {}."),
+    "unit_selectivity": ("unit selectivity", ".3f", "range of a unit's mean responses to the objects over the range "
+                         "of its responses, averaged over units."),
+    "unit_invariance": ("unit invariance", ".3f", "1 - a unit's response range over one sequence's views over its "
+                        "whole range, averaged over sequences and units: 1 = every view of an object drives it alike."),
+    "similarity_across": ("other sequences", ".3f", "mean cosine similarity of two views of different sequences."),
 }
-TABLES = {
-    "Probe accuracy": ("units", "linear_probe", "knn20", "knn200"),
-    "Unit statistics": ("collapsed_units", "participation_ratio", "mean_abs_correlation", "lifetime_sparsity"),
-    "Similarity of responses (cosine)": ("within_class_similarity", "across_class_similarity",
-                                         "consecutive_similarity", "random_pair_similarity"),
-}
+TABLES = {"Probe accuracy": ("units", "linear_probe", "knn20", "knn200"),
+          "Unit statistics": ("collapsed_units", "participation_ratio", "mean_abs_correlation", "lifetime_sparsity"),
+          "Similarity of responses (cosine)": ("within_class_similarity", "across_class_similarity",
+                                               "consecutive_similarity", "random_pair_similarity"),
+          "View invariance": ("view_identification", "unit_selectivity", "unit_invariance", "similarity_across")}
+
+
+def _gaps(rows: Sequence[Row]) -> list[int]:
+    return sorted({int(k.rsplit("_", 1)[1]) for r in rows for k in r.values if k.startswith("view_identification_")})
 
 
 def tables(rows: Sequence[Row]) -> tuple[list[Block], list[str]]:
-    """The short tables of ``rows`` and the keys of the columns they show."""
+    """The short tables of ``rows`` (``view_identification``: a column per frame gap) and the glossary entries
+    of their columns."""
     blocks: list[Block] = []
-    shown: list[str] = []
+    glossary: list[str] = []
     for title, keys in TABLES.items():
-        present = [k for k in keys if any(k in r.values for r in rows)]
-        if not present:
-            continue
-        shown += present
-        cells = tuple((r.full_label, *(format(r.values[k], COLUMN_INFO[k].fmt) if k in r.values else ""
-                                       for k in present)) for r in rows)
-        blocks += [Heading(title, 3),
-                   Table(("representation", *(COLUMN_INFO[k].header for k in present)), cells,
-                         (False, *(True for _ in present)))]
-    return blocks, shown
+        columns = []
+        for key in keys:
+            header, fmt, meaning = COLUMNS[key]
+            if key == "view_identification" and (gaps := _gaps(rows)):
+                chance = [next(r.values[f"view_chance_{g}"] for r in rows if f"view_chance_{g}" in r.values)
+                          for g in gaps]
+                columns += [Column(f"{key}_{g}", header.format(g), fmt) for g in gaps]
+                glossary.append(f"**{header.format('G')}**: " + meaning.format(
+                    ", ".join(f"{c:.3f} at G = {g}" for g, c in zip(gaps, chance))))
+            elif any(key in r.values for r in rows):
+                columns.append(Column(key, header, fmt))
+                glossary.append(f"**{header}**: {meaning}")
+        if columns:
+            blocks += [Heading(title, 3), Table((Column("representation"), *columns),
+                                                tuple({"representation": r.full_label, **r.values} for r in rows))]
+    return blocks, glossary
 
 
-def glossary(keys: Sequence[str]) -> Bullets:
-    return Bullets(tuple(f"**{COLUMN_INFO[k].header}**: {COLUMN_INFO[k].meaning}" for k in keys))
-
-
-def rows_csv(rows: Sequence[Row]) -> str:
-    """Every value of every row, the representation named by its label."""
+def rows_table(rows: Sequence[Row]) -> Table:
+    """Every value of every row (for the CSV), the representation named by its label."""
     keys = sorted({k for r in rows for k in r.values})
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["representation", "run", "layer", "stage", *keys])
-    writer.writerows([r.label, r.source if r.stage != "baseline" else "", r.layer, r.stage,
-                      *(r.values.get(k, "") for k in keys)] for r in rows)
-    return buffer.getvalue()
+    return Table(tuple(Column(k) for k in ("representation", "run", "layer", "stage", *keys)),
+                 tuple({"representation": r.label, "run": r.source if r.stage != "baseline" else "",
+                        "layer": r.layer, "stage": r.stage, **r.values} for r in rows))
 
 
-# ---------------------------------------------------------------- setup and findings
-
-def _test_split(count: int) -> tuple[int, int]:
-    fit = int(round(count * 0.7))  # metrics.probe_split: first 70% fit, the rest scores
-    return fit, count - fit
-
-
-def _describe_method(config: Mapping[str, Any]) -> str:
-    if "dims" in config:
-        depth = "single-layer" if len(config["dims"]) == 2 else f"{len(config['dims']) - 1}-layer"
-        return f"{depth} LPL {' → '.join(map(str, config['dims']))}"
-    if "channels" in config:
-        return f"deep LPL, {len(config['channels'])} conv blocks"
-    if "tau" in config:
-        return "BYOL (first convolution trained)"
-    return "trained"
+def _chance(runs: Sequence[Run], rows: Sequence[Row]) -> float | None:
+    """1 / classes (from the record, else of the exported labels); None for a single class."""
+    classes = runs[0].classes if runs and runs[0].classes else int(rows[0].values.get("classes", 0))
+    return 1 / classes if classes > 1 else None
 
 
-def _describe_run(run: Run) -> str:
-    config, saved = run.config, run.saved or {}
-    if not config:
-        return f"**{run.label}**: no saved config found"
-    steps = (saved.get("schedule") or {}).get("steps") or config.get("steps")
-    epochs = None if config.get("steps") else config.get("epochs")  # deep runs: --steps 0 means by epochs
-    length = f"{steps} steps" if steps else f"{epochs} epochs"
-    length += f" ({epochs} epochs)" if steps and epochs else ""
-    records = [r for r in log_records(run.layout) if "event" not in r]
-    if records and steps and records[-1].get("step", steps) < steps:
-        length += f", stopped at step {records[-1]['step']}"
-    unit = "images" if "tau" in config else "pairs"
-    mode = config.get("pairs") or config.get("views")
-    if mode == "auto":  # PairStream: consecutive frames when the data has sequences, else augmented views
-        mode = "temporal" if run.frames > 1 else "augment"
-    extra = f", {mode} views" if mode else ""
-    return (f"**{run.label}**: {_describe_method(config)}, {length} of {config.get('batch_size')} {unit}{extra}, "
-            f"seed {config.get('seed')}")
-
-
-def _describe_data(run: Run) -> str:
-    dataset = run.config.get("dataset", "unknown data")
-    if run.shape is None:
-        return f"**{dataset}** ({run.num_classes} classes)"
-    c, h, w = run.shape
-    frames = f", sequences of {run.frames} frames" if run.frames > 1 else ""
-    return (f"**{dataset}** ({h}×{w} pixels, {c} channel{'s' if c > 1 else ''}, {run.num_classes} classes{frames})")
-
-
-def _revision(run: Run) -> str:
-    revision = str((run.saved or {}).get("run", {}).get("git_revision", "unknown"))
-    return revision[:12] + ("-dirty" if revision.endswith("-dirty") else "")
-
-
-def setup_paragraph(runs: Sequence[Run]) -> str:
-    """Data set, sample counts, steps, seeds, git revision, chance level and the tie tolerance."""
-    by_data: dict[str, list[Run]] = {}
-    for run in runs:
-        by_data.setdefault(run.data, []).append(run)
-    parts = []
-    for group in by_data.values():
-        first = group[0]
-        count = len(first.labels)
-        fit, score = _test_split(count)
-        k = first.num_classes
-        parts.append(f"{len(group)} run{'s' if len(group) > 1 else ''} on {_describe_data(first)}: "
-                     + "; ".join(_describe_run(r) for r in group) + ". "
-                     f"Every representation was measured on the first {count} test images, the same for every "
-                     f"run and baseline; probes were fitted on the first {fit} and scored on the other {score}. "
-                     f"Chance level is 1/{k} = {1 / k:.3f}. Accuracy differences up to {tolerance(score):.3f} "
-                     f"(0.5/√{score}, the largest standard error of an accuracy on {score} images) are called ties.")
-    revisions = sorted({_revision(r) for r in runs})
-    parts.append(f"Code: git revision {', '.join(revisions)}.")
-    return " ".join(parts)
+def setup_paragraph(runs: Sequence[Run], rows: Sequence[Row]) -> str:
+    """What the runs on one data set are, sample counts, the probe split, chance and the tie tolerance."""
+    count = int(rows[0].values["samples"])
+    fit, chance = len(probe_split(count)[0]), _chance(runs, rows)
+    described = "; ".join(f"**{r.label}**: {r.method()}" + (f"; {r.network()}; {r.schedule()}" if r.record else "")
+                          for r in runs)
+    text = (f"{len(runs)} run{'s' * (len(runs) > 1)} on {describe_data(runs[0])}: {described}. Every "
+            f"representation was measured on the first {count} test images, the same for every run and baseline; "
+            f"probes were fitted on the first {fit} and scored on the other {count - fit}. ")
+    if any(r.deep for r in runs):
+        text += ("This probe protocol differs from the readout above (fitted on training images and scored on every "
+                 "exported test image), so its numbers differ too. ")
+    text += f"Chance level is 1/{1 / chance:.0f} = {chance:.3f}. " if chance else \
+        "With a single class, chance (and so any accuracy) cannot be judged. "
+    return text + (f"Accuracy differences up to {tolerance(count - fit):.3f} (0.5/√{count - fit}, the largest standard "
+                   f"error of an accuracy on {count - fit} images) are called ties.")
 
 
 def findings(rows: Sequence[Row], runs: Sequence[Run]) -> list[Block]:
-    """Verdict sentences per data set: best per probe, training, baselines, collapse, identical rows."""
+    """Verdicts on the rows of one data set: best per probe and view identification, training, baselines of
+    the same width, collapse, identical rows."""
+    merged, count = merge_duplicates(rows), int(rows[0].values["samples"])
+    tol = tolerance(count - len(probe_split(count)[0]))
+    # every baseline, even one merged into an identical untrained row, is a reference for trained rows
+    versus = [*(r for r in merged if r.stage != "baseline"), *(r for r in rows if r.stage == "baseline")]
+    identification = {f"view_identification_{g}": f"identification ≥{g} frames" for g in _gaps(rows)}
+    widths = {r.values.get("units") for r in rows if r.stage != "baseline"}
+    unmatched = [r.label for r in rows if r.stage == "baseline" and r.values.get("units") not in widths]
+    sections = {"Best representation per probe": verdicts.best_sentences(merged, tol, _chance(runs, rows)),
+                "View invariance": verdicts.best_sentences(merged, tolerance(count), None, identification),
+                "Training: after vs before": verdicts.training_sentences(merged, tol),
+                "Trained representations vs baselines of the same width": verdicts.baseline_sentences(versus, tol),
+                "Collapse": verdicts.collapse_sentences(rows), "Identical rows": verdicts.duplicate_sentences(rows),
+                "Not judged against any layer (no layer has their width; PCA has at most as many components as "
+                "images or pixels)": [", ".join(unmatched)] if unmatched else []}
+    return [b for title, found in sections.items() if found
+            for b in (Paragraph(f"**{title}.**"), Bullets(tuple(found)))]
+
+
+def results_blocks(runs: Sequence[Run], rows: Sequence[Row], folder: Path | None = None) -> list[Block]:
+    """Per data set: setup paragraph, findings, tables and (into ``folder``) the similarity of two views against
+    their frame distance; then the glossary."""
     blocks: list[Block] = []
+    glossary: list[str] = []
     datas = list(dict.fromkeys(r.data for r in rows))
-    for data in datas:
+    for number, data in enumerate(datas, 1):
         own = [r for r in rows if r.data == data]
-        merged = merge_duplicates(own)
-        run = next((r for r in runs if r.data == data), None)
-        tol = tolerance(_test_split(len(run.labels))[1]) if run else tolerance(None)
-        chance = 1 / run.num_classes if run else None
-        if len(datas) > 1:
-            blocks.append(Heading(data, 3))
-        # every baseline, even one merged into an identical untrained row, is a reference for trained rows
-        versus = [*(r for r in merged if r.stage != "baseline"), *(r for r in own if r.stage == "baseline")]
-        sections = (("Best representation per probe", best_sentences(merged, tol, chance)),
-                    ("Training: after vs before", training_sentences(merged, tol)),
-                    ("Trained representations vs baselines", baseline_sentences(versus, tol)),
-                    ("Collapse", collapse_sentences(own)),
-                    ("Identical rows", duplicate_sentences(own)))
-        for title, sentences in sections:
-            if sentences:
-                blocks += [Paragraph(f"**{title}.**"), Bullets(tuple(sentences))]
-    return blocks
+        merged, members = merge_duplicates(own), [run for run in runs if any(r.source == run.label for r in own)]
+        table_blocks, entries = tables(merged)
+        glossary += [e for e in entries if e not in glossary]
+        blocks += [*([Heading(data)] if len(datas) > 1 else []), Paragraph(setup_paragraph(members, own)),
+                   Heading("Findings", 3), *findings(own, members), *table_blocks]
+        curves = {r.full_label: ([int(k[14:]) for k in r.values if k.startswith("similarity_at_")],
+                                 [v for k, v in r.values.items() if k.startswith("similarity_at_")],
+                                 r.values["similarity_across"]) for r in merged if "similarity_across" in r.values}
+        if curves and folder is not None:
+            png = figures.plot_similarity_curves(curves, folder / f"similarity_by_distance_{number}.png",
+                                                 f"Two views of one sequence ({data})")
+            blocks.append(Figure(png, "Mean cosine similarity of two views of one sequence against their frame "
+                                      "distance, a line per representation; dotted: views of different sequences."))
+    return blocks + [Paragraph("Identical rows are shown once, their labels joined by '='. 'untrained' is the network "
+                               "before its first update."), Heading("What the columns mean", 3),
+                     Bullets(tuple(glossary))] if rows else blocks
 
 
-def results_blocks(runs: Sequence[Run]) -> tuple[list[Block], list[Row]]:
-    """Setup paragraph, findings, tables and glossary of ``runs`` (what ``compare`` writes)."""
-    rows = ordered_rows(runs)
-    datas = dict.fromkeys(r.data for r in rows)
-    merged = [m for data in datas for m in merge_duplicates([r for r in rows if r.data == data])]
-    table_blocks, shown = tables(merged)
-    blocks: list[Block] = [Paragraph(setup_paragraph(runs)), Heading("Findings"), *findings(rows, runs),
-                           Heading("Tables"),
-                           Paragraph("Identical rows are shown once, their labels joined by '='. "
-                                     "'untrained' is the network before its first update."),
-                           *table_blocks, Heading("What the columns mean", 3), glossary(shown)]
-    return blocks, rows
-
-
-# ---------------------------------------------------------------- report
-
-def write_report(output_dir: str | Path, with_baselines: bool = True) -> Path:
-    """``<output_dir>/report/report.md`` and ``report.html`` (figures embedded) for every run in ``output_dir``."""
+def write_report(output_dir: str | Path, with_baselines: bool = True, views: Views = Views(),
+                 asked: bool = False) -> Path:
+    """``<output_dir>/report/report.md`` and ``report.html`` (figures embedded) of every run in ``output_dir``,
+    with ``deep_runs.csv`` and ``comparison.csv``."""
     root = Path(output_dir)
     report = root / "report"
     if not root.is_dir():
         raise LPLError(f"{root} is not a folder; pass the --output-dir of a training run")
     if root.name == "activations" and not (root / "activations").is_dir():
         raise LPLError(f"{root} is a run's activations folder; pass the run's output folder, {root.parent}")
-    files = sorted((root / "activations").glob("*_after.pt"))
-    if not files:
-        raise LPLError(f"no *_after.pt files in {root / 'activations'}; train something first")
-    runs = load_runs(files, with_baselines)
-    blocks, rows = results_blocks(runs)
-    blocks = [Heading(f"LPL report: `{root}`", 1), *blocks]
-    deep, notes = load_deep_runs(deep_results_files(root, nested=False), qualify=False)
-    if len(deep) > 1:  # several deep runs in one folder: side by side
-        deep_blocks, deep_table = deep_comparison(deep, report / "deep_runs_readout.png",
-                                                  1 / runs[0].num_classes, notes)
+    runs = find_runs([root])
+    if not any(r.deep or r.exports for r in runs):
+        raise LPLError(f"the runs in {root} have neither readouts (logs/*_results.json) nor exports "
+                       f"(activations/*_after.pt); let a training run finish first")
+    blocks: list[Block] = [Heading(f"LPL report: `{root}`", 1)]
+    if deep := [r for r in runs if r.deep]:
+        deep_blocks, table = deep_comparison(deep, report / "deep_runs_readout.png")
         blocks += deep_blocks
-        atomic_write_text(deep_table, report / "deep_runs.csv")
-    for run in runs:
-        blocks += _layer_readouts(run, report)
+        atomic_write_text(to_csv(table), report / "deep_runs.csv")
+    if rows := evaluate_runs(runs, with_baselines, views, asked):
+        blocks += [Heading("Representations on the exported test images"), *results_blocks(runs, rows, report)]
+        atomic_write_text(to_csv(rows_table(rows)), report / "comparison.csv")
     for run in runs:
         blocks += _run_section(run, report)
     atomic_write_text(to_markdown(blocks), report / "report.md")
     atomic_write_text(to_html(blocks, f"LPL report: {root}"), report / "report.html")
-    atomic_write_text(rows_csv(rows), report / "comparison.csv")
     return report / "report.md"
 
 
-def _layer_readouts(run: Run, report: Path) -> list[Block]:
-    """Per-layer readout of a deep run (``logs/<name>_results.json``) and probes per layer of any multi-layer run."""
-    out: list[Block] = []
-    chance = 1 / run.num_classes
-    results = read_json(run.layout.results_file) or {}
-    stages = {s: results[s] for s in ("initialisation", "trained") if isinstance(results.get(s), list)}
-    if len(stages) == 2:
-        init, trained = stages["initialisation"], stages["trained"]
-        out += [Heading(f"{run.name}: linear readout per layer"),
-                Table(("layer", "readout at initialisation", "readout trained", "participation ratio (init → trained)"),
-                      tuple((str(a["layer"]), f"{a['readout']:.3f}", f"{b['readout']:.3f}",
-                             f"{a['participation_ratio']:.1f} → {b['participation_ratio']:.1f}")
-                            for a, b in zip(init, trained)), (False, True, True, True))]
-        best = max(trained, key=lambda r: r["readout"])
-        start = next(a for a in init if a["layer"] == best["layer"])
-        out.append(Paragraph(f"The best trained layer is layer {best['layer']} ({best['readout']:.3f}; "
-                             f"{start['readout']:.3f} at initialisation; chance {chance:.3f}). Readouts are fitted "
-                             f"on training images and scored on the test images."))
-        profile = {"readout accuracy": {s: [r["readout"] for r in v] for s, v in stages.items()},
-                   "participation ratio": {s: [r["participation_ratio"] for r in v] for s, v in stages.items()}}
-        png = plot_layer_profile(profile, report / f"{run.name}_readout.png", f"{run.name}: per-layer readout", chance)
-        out.append(Figure(png, f"{run.name}: linear readout accuracy and participation ratio per layer, at "
-                               f"initialisation and trained (dashed: chance)."))
-    layered = [r for r in run.rows if r.layer and r.stage != "baseline"]
-    if len({r.layer for r in layered}) > 1:
-        stage_names = {"before": "untrained", "after": "trained"}
-        profile = {}
-        for key, measure in (("linear_probe", "linear probe accuracy"), ("knn20", "kNN-20 accuracy"),
-                             ("participation_ratio", "participation ratio")):
-            lines = {stage_names[s]: [r.values[key] for r in sorted(layered, key=lambda r: _layer_number(r.layer))
-                                      if r.stage == s and key in r.values] for s in stage_names}
-            if any(lines.values()):
-                profile[measure] = {s: v for s, v in lines.items() if v}
-        if profile:
-            png = plot_layer_profile(profile, report / f"{run.name}_layers.png", f"{run.label}: probes per layer",
-                                     chance)
-            out += [Heading(f"{run.label}: probes per layer"),
-                    Figure(png, f"{run.label}: probes and participation ratio per layer, untrained and trained, on "
-                                f"the evaluated test images (dashed: chance {chance:.3f}).")]
-    return out
-
-
 def _run_section(run: Run, report: Path) -> list[Block]:
-    """Training curves with notes, histograms, PCA of every layer and receptive fields of one run."""
-    out: list[Block] = [Heading(f"Run {run.label}")]
-    records = log_records(run.layout)
-    if records:
-        out += _curves(run, records, report)
-    reps = {tag: load_representations(p) for tag, p in run.files.items()}
-    stage_names = {"before": "untrained", "after": "trained"}
-    layers = {_layer_title(layer): {stage_names[t]: r.layers[layer] for t, r in reps.items()}
-              for layer in next(iter(reps.values())).layers}
-    png = plot_histograms(layers, report / f"{run.stem}_histograms.png", f"{run.label}: activation values")
-    out.append(Figure(png, f"{run.label}: distribution of all response values on the {len(run.labels)} test images, "
-                           f"untrained vs trained, per layer."))
-    final = reps.get("after") or next(iter(reps.values()))
-    for layer, x in final.layers.items():
-        who = f"{run.label} {_layer_title(layer)}".strip()
-        png = plot_embedding(x, final.labels, run.classes, f"{who}: first two principal components",
-                             report / f"{run.stem}_{layer}_pca.png")
-        out.append(Figure(png, f"{who} (trained): test images on the first two principal components of the "
+    """What the run is (unless the readouts above said), its training curves with what each term is and should
+    do (from its record), histograms, PCA of every layer and receptive fields; nothing for a run without any."""
+    out: list[Block] = []
+    if run.record and not run.deep:
+        revision = str(run.record.get("run", {}).get("git_revision", "unknown"))
+        out.append(Paragraph(f"{run.method()}. Network: {run.network()}; {run.schedule()}; data: {describe_data(run)}. "
+                             f"Written by {run.record.get('writer', 'lpl')} at git revision {revision[:12]}"
+                             f"{'-dirty' * revision.endswith('-dirty')}."))
+    if note := run.results.get("note"):
+        out.append(Paragraph(f"Readouts: {note}."))
+    if run.log:
+        out += _curves(run, report)
+    reps = {tag: load_representations(p) for tag, p in run.exports.items()}
+    final = reps.get("after") or next(iter(reps.values()), None)
+    titles = {layer: f"{run.label} layer {_layer_number(layer)}" if layer.startswith("layer") else run.label
+              for layer in (final.layers if final else [])}
+    if final:
+        png = figures.plot_histograms({t[len(run.label) + 1:]: {"untrained" if tag == "before" else "trained":
+                                                                r.layers[layer] for tag, r in reps.items()}
+                                       for layer, t in titles.items()}, report / f"{run.layout.stem}_histograms.png",
+                                      f"{run.label}: activation values")
+        out.append(Figure(png, f"{run.label}: distribution of all response values on the {len(final.labels)} test "
+                               f"images, untrained vs trained, per layer."))
+    for layer, title in titles.items():
+        png = figures.plot_embedding(final.layers[layer], final.labels, run.data.get("classes", []),  # type: ignore
+                                     f"{title}: first two principal components",
+                                     report / f"{run.layout.stem}_{layer}_pca.png")
+        out.append(Figure(png, f"{title} (trained): test images on the first two principal components of the "
                                f"responses, coloured by class."))
-    weights = run.layout.weights_file
-    if weights.is_file() and run.shape is not None:
+    weights, shape = run.layout.weights_file, run.data.get("shape")
+    if weights.is_file() and shape:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         first = state.get("state_dict", state).get("layers.0.weight") if isinstance(state, dict) else None
-        if first is not None and first.shape[1] == math.prod(run.shape):
-            png = plot_receptive_fields(first, run.shape, report / f"{run.name}_receptive_fields.png")
+        if first is not None and first.shape[1] == math.prod(shape):
+            png = figures.plot_receptive_fields(first, tuple(shape), report / f"{run.name}_receptive_fields.png")
             out.append(Figure(png, f"{run.label}: receptive fields (rows of the first weight matrix) after training."))
-    return out
+    return [Heading(f"Run {run.label}"), *out] if out else []
 
 
-def _curves(run: Run, records: list[dict[str, Any]], report: Path) -> list[Block]:
-    """Training curves (two or more log records) or a table of the one record, with what each term should do."""
-    out: list[Block] = []
-    logged = [r for r in records if "event" not in r]
-    events = [f"{r['event']} at step {r.get('step')}" for r in records if "event" in r]
+def _curves(run: Run, report: Path) -> list[Block]:
+    """The training log: its length, throughput and events, the curves of every term grouped as the run record
+    groups them, and what each is and should do in the record's words."""
+    terms = (run.record or {}).get("terms", {})
+    logged = [r for r in run.log if "event" not in r]
     speeds = [r["samples_per_s"] for r in logged if isinstance(r.get("samples_per_s"), int | float)]
-    text = f"{len(logged)} log record{'s' if len(logged) != 1 else ''}"
-    if logged:
-        text += f", the last at step {logged[-1].get('step')}"
-    if len(logged) == 1:
-        text += " (too few for a learning curve: log more often with --log-every)"
-    if speeds:
-        text += f"; throughput {sum(speeds) / len(speeds):,.0f} samples/s on average (a speed, so not plotted)"
-    if events:
-        text += f"; events: {', '.join(events)}"
-    out.append(Paragraph(f"Training log: {text}."))
-    names: list[str] = []
-    if len(logged) == 1:
-        table, names = _record_table(logged[0])
-        out += [table] if names else []
-    elif drawn := plot_training_curves(logged, report / f"{run.name}_curves.png", f"{run.label}: training curves"):
-        png, names = drawn
-        layers = "; one line per layer" if any(split_key(k)[0] for r in logged for k in r) else ""
-        out.append(Figure(png, f"{run.label}: logged quantities against the training step{layers}."))
-    notes = [f"**{term(n).title}**: {term(n).note}" for n in names if term(n).note]
-    if notes:
-        out += [Paragraph("What each quantity should do during training:"), Bullets(tuple(notes))]
+    events = [f"{r['event']} at step {r.get('step')}" for r in run.log if "event" in r]
+    text = f"{len(logged)} log record{'s' * (len(logged) != 1)}" + (
+        f", the last at step {logged[-1].get('step')}" if logged else "") + (
+        " (too few for a learning curve: log more often with --log-every)" if len(logged) == 1 else "") + (
+        f"; throughput {sum(speeds) / len(speeds):,.0f} samples/s on average (a speed, so not plotted)"
+        if speeds else "") + (f"; events: {', '.join(events)}" if events else "")
+    out: list[Block] = [Paragraph(f"Training log: {text}.")]
+    if drawn := figures.plot_training_curves(logged, report / f"{run.name}_curves.png",
+                                             f"{run.label}: training curves", terms):
+        names = [n for group in drawn[1].values() for n in group]
+        notes = [f"**{n}**: " + (f"{terms[n]['meaning']}" + (f"; it {terms[n]['should']}" if terms[n].get("should")
+                                                              else "") if n in terms else "not described by the run "
+                                                                                          "record") for n in names]
+        out += [Figure(drawn[0], f"{run.label}: logged quantities against the training step, grouped as the run "
+                                 "record groups them, a line per layer for terms logged per layer."),
+                Paragraph("What each quantity is and should do during training (from the run record):"),
+                Bullets(tuple(notes))]
     return out
-
-
-def _record_table(record: Mapping[str, Any]) -> tuple[Table, list[str]]:
-    """One log record as a table: a row per quantity, a column per layer."""
-    values: dict[str, dict[str, float]] = {}
-    for key, value in record.items():
-        layer, name = split_key(key)
-        if (key != "step" and term(name).group in ("objective", "statistics") and isinstance(value, int | float)
-                and not isinstance(value, bool)):
-            values.setdefault(name, {})[layer] = value
-    names = sorted(values, key=lambda n: term(n).group != "objective")
-    layers = sorted({layer for v in values.values() for layer in v}, key=lambda x: int(x or 0))
-    headers = tuple(f"layer {x}" if x else f"value at step {record.get('step')}" for x in layers)
-    rows = tuple((term(n).title, *(f"{values[n][x]:.4g}" if x in values[n] else "" for x in layers)) for n in names)
-    return Table(("quantity", *headers), rows, (False, *(True for _ in layers))), names
-
-
-__all__ = ["Run", "load_runs", "results_blocks", "rows_csv", "write_report"]

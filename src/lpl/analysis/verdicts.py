@@ -4,7 +4,7 @@ baselines, identical rows and collapse. Pure functions over ``Row`` lists, so ha
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 # Probe accuracies the sentences judge, with their names in prose and table headers.
@@ -90,8 +90,8 @@ def identical(a: Row, b: Row) -> bool:
             and all(math.isclose(a.values[k], b.values[k], rel_tol=1e-9, abs_tol=1e-12) for k in a.values))
 
 
-def duplicate_groups(rows: Sequence[Row]) -> list[list[Row]]:
-    """Groups (two or more rows, in table order) of rows with identical numbers."""
+def _groups(rows: Sequence[Row]) -> list[list[Row]]:
+    """Rows with identical numbers together, in table order; each label once."""
     groups: list[list[Row]] = []
     for row in rows:
         group = next((g for g in groups if identical(g[0], row)), None)
@@ -99,7 +99,12 @@ def duplicate_groups(rows: Sequence[Row]) -> list[list[Row]]:
             groups.append([row])
         elif row.label not in [r.label for r in group]:
             group.append(row)
-    return [g for g in groups if len(g) > 1]
+    return groups
+
+
+def duplicate_groups(rows: Sequence[Row]) -> list[list[Row]]:
+    """Groups (two or more rows, in table order) of rows with identical numbers."""
+    return [g for g in _groups(rows) if len(g) > 1]
 
 
 def duplicate_reason(group: Sequence[Row]) -> str:
@@ -126,40 +131,36 @@ def duplicate_sentences(rows: Sequence[Row]) -> list[str]:
 
 def merge_duplicates(rows: Sequence[Row]) -> list[Row]:
     """One row per group of identical rows (the first), carrying the others' labels as aliases."""
-    out: list[Row] = []
-    for row in rows:
-        index = next((i for i, kept in enumerate(out) if identical(kept, row)), None)
-        if index is None:
-            out.append(row)
-            continue
-        kept = out[index]
-        aliases = kept.aliases if row.label in (kept.label, *kept.aliases) else (*kept.aliases, row.label)
-        out[index] = replace(kept, aliases=aliases, runs=tuple(dict.fromkeys(kept.runs + row.runs)))
-    return out
+    return [replace(g[0], aliases=tuple(r.label for r in g[1:]),
+                    runs=tuple(dict.fromkeys(x for r in g for x in r.runs))) for g in _groups(rows)]
 
 
 # ---------------------------------------------------------------- verdicts
+
+def _ranked(what: str, entries: Sequence[tuple[str, float, str]], tol: float, gap: Callable[[float], str],
+            cap: int = 0) -> str:
+    """``<what> best is A (shown), <gap> ahead of B (shown)``, ties within ``tol`` named together (beyond ``cap``
+    of them counted); ``entries`` are (label, value, how the value is shown)."""
+    ranked = sorted(entries, key=lambda e: -e[1])
+    best = [e for e in ranked if judge(ranked[0][1], e[1], tol) == "tie"]
+    names = [f"{label} ({shown})" for label, _, shown in best[:cap or None]]
+    names += [f"{len(best) - cap} others"] if cap and len(best) > cap else []
+    text = f"{what} best is {names[0]}" if len(best) == 1 else \
+        f"{what} {join_names(names)} are best, within {gap(tol)} of each other"
+    rest = ranked[len(best):]
+    return text + (f", {gap(ranked[0][1] - rest[0][1])} ahead of {rest[0][0]} ({rest[0][2]})" if rest else "")
+
 
 def best_sentences(rows: Sequence[Row], tol: float = MIN_TOLERANCE, chance: float | None = None,
                    probes: Mapping[str, str] = PROBES) -> list[str]:
     """Per probe: the best representation and its margin over the next (ties within ``tol`` named together)."""
     out = []
     for probe in _probes(rows, probes):
-        ranked = sorted((r for r in rows if probe in r.values), key=lambda r: -r.values[probe])
-        top = ranked[0].values[probe]
-        best = [r for r in ranked if top - r.values[probe] <= tol]
-        rest = ranked[len(best):]
-        if len(best) == 1:
-            text = f"{probes[probe]}: best is {best[0].label} ({top:.3f})"
-        else:
-            names = [f"{r.label} ({r.values[probe]:.3f})" for r in best[:4]]
-            names += [f"{len(best) - 4} others"] if len(best) > 4 else []
-            text = f"{probes[probe]}: {join_names(names)} are best, within {tol:.3f} of each other"
-        if rest:
-            text += f", {top - rest[0].values[probe]:.3f} ahead of {rest[0].label} ({rest[0].values[probe]:.3f})"
-        if chance is not None and top - chance <= tol:
-            text += f"; no representation is above chance ({chance:.3f})"
-        out.append(text + ".")
+        entries = [(r.label, r.values[probe], f"{r.values[probe]:.3f}") for r in rows if probe in r.values]
+        top = max(v for _, v, _ in entries)
+        out.append(_ranked(f"{probes[probe]}:", entries, tol, lambda d: f"{d:.3f}", cap=4)
+                   + (f"; no representation is above chance ({chance:.3f})." if chance is not None and
+                      top - chance <= tol else "."))
     return out
 
 
@@ -194,8 +195,10 @@ def training_sentences(rows: Sequence[Row], tol: float = MIN_TOLERANCE,
 
 
 def baselines_of(row: Row, rows: Sequence[Row]) -> list[Row]:
-    """The baselines ``row`` is judged against: same data, and the row's run among theirs (if they name any)."""
-    return [b for b in rows if b.stage == "baseline" and b.data == row.data and (not b.runs or row.source in b.runs)]
+    """The baselines ``row`` is judged against: same data and width, and the row's run among theirs (if they
+    name any)."""
+    return [b for b in rows if b.stage == "baseline" and b.data == row.data and (not b.runs or row.source in b.runs)
+            and b.values.get("units") == row.values.get("units")]
 
 
 def versus_sentence(row: Row, base: Row, tol: float = MIN_TOLERANCE, probes: Mapping[str, str] = PROBES) -> str:
@@ -259,24 +262,6 @@ def ranking(entries: Sequence[tuple[str, float]], tol: float) -> str:
                    + f"{label} {pct(value)}%" for i, (label, value) in enumerate(ranked))
 
 
-def _ranked(entries: Sequence[tuple[str, float, int]], tol: float, what: str) -> str:
-    """``<what>, best is A (53.5% at layer 8), 2.1 points ahead of B (51.4% at layer 8).`` with ties named together;
-    ``entries`` are (run, readout, layer)."""
-    ranked = sorted(entries, key=lambda e: -e[1])
-    top = ranked[0][1]
-    best = [e for e in ranked if judge(top, e[1], tol) == "tie"]
-    rest = ranked[len(best):]
-    names = [f"{run} ({pct(value)}% at layer {layer})" for run, value, layer in best]
-    if len(best) == 1:
-        text = f"{what}, best is {names[0]}"
-    else:
-        text = f"{what}, {join_names(names)} are best, within {100 * tol:.1f} points of each other"
-    if rest:
-        run, value, layer = rest[0]
-        text += f", {100 * (top - value):.1f} points ahead of {run} ({pct(value)}% at layer {layer})"
-    return text + "."
-
-
 def _per_layer(values: Sequence[float], start: Sequence[float], tol: float) -> str:
     """``better at layers 2-8; worse at layer 1``: each layer judged against the same layer at initialisation."""
     found: dict[str, list[int]] = {"better": [], "tie": [], "worse": []}
@@ -301,12 +286,13 @@ def deep_sentences(trained: Mapping[str, Sequence[float]], init: Mapping[str, Se
     if not runs:
         return []
     out = []
-    if len(runs) > 1:
-        out.append(_ranked([(run, v[-1], len(v)) for run, v in runs.items()], tol, "At the final layer"))
     best_layer = {run: max(range(len(v)), key=lambda i: v[i]) for run, v in runs.items()}
     entries = [(run, runs[run][i], i + 1) for run, i in best_layer.items()]
     if len(runs) > 1:
-        out.append(_ranked(entries, tol, "At each run's best layer"))
+        for what, found in (("At the final layer,", [(run, v[-1], len(v)) for run, v in runs.items()]),
+                            ("At each run's best layer,", entries)):
+            out.append(_ranked(what, [(run, v, f"{pct(v)}% at layer {k}") for run, v, k in found], tol,
+                               lambda d: f"{100 * d:.1f} points") + ".")
     out.append("Best layer of each run: " + "; ".join(
         f"{run}: layer {layer} of {len(runs[run])} ({pct(value)}%)" for run, value, layer in entries) + ".")
     for run, values in runs.items():
