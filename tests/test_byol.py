@@ -62,9 +62,9 @@ def test_shapes_run_writes_embeddings_and_logs(tmp_path, small_shapes):
     assert main(["train-byol", "--dataset", "shapes", *QUICK, "--output-dir", str(out)]) == 0
     for tag in ("before", "after"):
         blob = torch.load(out / "activations" / f"byol_shapes_embeddings_{tag}.pt")
-        assert set(blob) == {"embeddings", "labels", "sequence", "frame", "sequence_names"}  # shapes: sequences
-        assert blob["embeddings"].shape == (40, 256)
-        assert torch.allclose(blob["embeddings"].norm(dim=1), torch.ones(40), atol=1e-5)
+        assert set(blob) == {"layer1_activations", "labels", "sequence", "frame", "sequence_names"}  # shapes: sequences
+        assert blob["layer1_activations"].shape == (40, 256)
+        assert torch.allclose(blob["layer1_activations"].norm(dim=1), torch.ones(40), atol=1e-5)
     logs = json.loads((out / "logs" / "byol_shapes_training_logs.json").read_text())
     assert logs["config"]["tau"] == 0.99 and len(logs["steps"]) == 4
     assert set(logs["steps"][0]) == {"step", "loss", "time_s", "embedding_std"}
@@ -74,7 +74,7 @@ def test_cifar_run_with_temporal_views(tmp_path, cifar_dir):
     out = tmp_path / "out"
     assert main(["train-byol", "--data-dir", str(cifar_dir), "--no-download", "--views", "temporal",
                  *QUICK, "--output-dir", str(out)]) == 0
-    assert torch.load(out / "activations" / "byol_embeddings_after.pt")["embeddings"].shape == (40, 256)
+    assert torch.load(out / "activations" / "byol_embeddings_after.pt")["layer1_activations"].shape == (40, 256)
     assert (out / "logs" / "byol_training_logs.json").is_file()
 
 

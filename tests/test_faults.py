@@ -205,7 +205,7 @@ def test_nan_stops_early_keeps_finite_weights_and_outputs(tmp_path, monkeypatch,
     assert code == loop.EXIT_NONFINITE
     weights = _tensors(tmp_path / "weights" / "lpl_weights.pt")
     assert all(torch.isfinite(w).all() for w in weights.values())
-    assert torch.isfinite(torch.load(tmp_path / "activations" / "activations_after.pt")["activations"]).all()
+    assert torch.isfinite(torch.load(tmp_path / "activations" / "activations_after.pt")["layer1_activations"]).all()
     state, _ = CheckpointFolder(tmp_path / "weights", "lpl").latest()
     assert state["step"] == 3 and torch.equal(state["state"]["stack"]["layers.0.weight"], weights["layers.0.weight"])
     events = [json.loads(line) for line in (tmp_path / "logs" / "lpl_log.jsonl").read_text().splitlines()]

@@ -17,8 +17,8 @@ def test_cifar_run_writes_documented_outputs(cifar_dir, quick_args):
     out = _out(quick_args)
     for tag in ("before", "after"):
         blob = torch.load(f"{out}/activations/activations_{tag}.pt")
-        assert set(blob) == {"activations", "labels"}
-        assert blob["activations"].shape == (50, 128) and blob["activations"].dtype == torch.float32
+        assert set(blob) == {"layer1_activations", "labels"}
+        assert blob["layer1_activations"].shape == (50, 128) and blob["layer1_activations"].dtype == torch.float32
         assert blob["labels"].shape == (50,) and blob["labels"].dtype == torch.int64
     weights = torch.load(f"{out}/weights/lpl_weights.pt")
     assert weights["state_dict"]["layers.0.weight"].shape == (128, 3072)
@@ -42,7 +42,7 @@ def test_same_seed_gives_identical_outputs(tmp_path, quick_args, small_shapes):
     for name in ("a", "b"):
         args = [a if a != _out(quick_args) else str(tmp_path / name) for a in quick_args]
         assert main(["train", "--dataset", "shapes", "--dims", "1024", "32", *args]) == 0
-        runs.append(torch.load(tmp_path / name / "activations" / "activations_after.pt")["activations"])
+        runs.append(torch.load(tmp_path / name / "activations" / "activations_after.pt")["layer1_activations"])
     assert torch.equal(*runs)
 
 
@@ -100,7 +100,7 @@ def test_learning_is_real_on_shapes(tmp_path, monkeypatch):
     scores = {}
     for tag in ("before", "after"):
         blob = torch.load(out / "activations" / f"activations_{tag}.pt")
-        x, y = blob["activations"], blob["labels"]
+        x, y = blob["layer1_activations"], blob["labels"]
         train, test = probe_split(len(y))
         scores[tag] = (knn_accuracy(x[train], y[train], x[test], y[test]), participation_ratio(x),
                        int((x.std(0) < 0.1).sum()))

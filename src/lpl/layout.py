@@ -2,9 +2,10 @@
 
 ```
 <output_dir>/
-  activations/<stem>_{before,after}.pt   export: {'<layer>_activations' or 'activations' or
-                                          'embeddings': float32 (N, M), 'labels': int64 (N,),
-                                          optional 'train': the same for training samples}
+  activations/<stem>_{before,after}.pt   export: {'layer<k>_activations': float32 (N, M_k) for every layer k
+                                          (one for single-layer runs), 'labels': int64 (N,), for sequence data
+                                          'sequence', 'frame' (N,) and 'sequence_names'; deep runs 'train': the
+                                          same for training samples}
   weights/<name>_{before,after}.safetensors   the network at initialisation and trained (tensors only)
   weights/<name>_weights.pt              final weights with the objective's heads (torch format)
   weights/<name>_step<N>.ckpt            checkpoints (checksummed)
@@ -144,16 +145,13 @@ def layer_key(layer: int | str) -> str:
     return f"layer{layer}_activations"
 
 
-def save_export(path: Path, layers: list[Tensor], labels: Tensor, key: str | None = None,
-                train: dict[str, Any] | None = None, rows: ImageSet | None = None) -> Path:
-    """Write an export: one layer under ``key`` (default ``activations``), several as
-    ``layer<k>_activations``; ``train`` optionally holds training-set features for readouts. ``rows``: the
-    exported images; where they form sequences, each row's ``sequence`` id and ``frame`` index (int64 (N,))
-    and the ``sequence_names`` (indexed by id, when known) are saved too, for the invariance measures."""
-    if len(layers) == 1:
-        blob: dict[str, Any] = {key or "activations": layers[0]}
-    else:
-        blob = {layer_key(i): z for i, z in enumerate(layers, 1)}
+def save_export(path: Path, layers: list[Tensor], labels: Tensor, train: dict[str, Any] | None = None,
+                rows: ImageSet | None = None) -> Path:
+    """Write an export, one schema for every trainer: each layer k (1-based; a single-layer run has layer 1)
+    under ``layer<k>_activations``, and ``labels``; ``train`` optionally holds training-set features for
+    readouts. ``rows``: the exported images; where they form sequences, each row's ``sequence`` id and ``frame``
+    index (int64 (N,)) and the ``sequence_names`` (indexed by id, when known) are saved too."""
+    blob: dict[str, Any] = {layer_key(i): z for i, z in enumerate(layers, 1)}
     blob["labels"] = labels
     if rows is not None and rows.has_sequences:
         blob.update(sequence=rows.sequence_ids().clone(), frame=rows.frame_index(), sequence_names=list(rows.names))

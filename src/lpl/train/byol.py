@@ -96,7 +96,7 @@ def train_byol(config: BYOLConfig) -> RunResult:
 
     def export(tag: str) -> None:
         model.eval()
-        save_export(layout.activation_file(tag), [model.embed(test_images).float().cpu()], test_labels, "embeddings",
+        save_export(layout.activation_file(tag), [model.embed(test_images).float().cpu()], test_labels,
                     rows=test.head(config.num_export))
         if tag == "after":
             atomic_torch_save(model.state_dict(), layout.weights_file)
