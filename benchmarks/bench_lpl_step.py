@@ -22,7 +22,7 @@ import torch
 
 from lpl.data.images import ImageSet
 from lpl.data.pairs import PairStream
-from lpl.layers import DenseLPLStack, Plasticity
+from lpl.layers import DENSE_RATES, DenseLPLStack, Plasticity
 
 
 def seconds_per_call(fns: dict[str, Callable[[], object]], seconds: float, calls: int = 5) -> dict[str, float]:
@@ -71,9 +71,9 @@ def measure(batch: int, stream: PairStream, seconds: float, generator: torch.Gen
     views = x.view(2, batch, 3072)
     t = seconds_per_call({
         "roofline": lambda: (x @ weight.T, x.T @ delta),
-        "step": lambda: stack.plasticity_step(views, plasticity),
+        "step": lambda: stack.plasticity_step(views, DENSE_RATES, plasticity),
         "augment": lambda: stream.next(batch),
-        "end_to_end": lambda: stack.plasticity_step(stream.next(batch), plasticity),
+        "end_to_end": lambda: stack.plasticity_step(stream.next(batch), DENSE_RATES, plasticity),
     }, seconds)
     return (f"{batch:>5} {batch / t['roofline']:>10.0f} {batch / t['step']:>10.0f} "
             f"{t['roofline'] / t['step']:>6.2f} {batch / t['end_to_end']:>10.0f} "
