@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +14,8 @@ from torch import Tensor
 
 # Above this many features the probe runs in float32 (memory-bound passes over the data), below in float64.
 FLOAT32_FEATURES = 512
+# The probe passes over its samples in chunks of about this many bytes (cache-sized).
+CHUNK_BYTES = 8 << 20
 
 
 def probe_split(n: int, test_fraction: float = 0.3) -> tuple[Tensor, Tensor]:
@@ -46,6 +49,19 @@ def threads(count: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def concurrently(*jobs: Callable[[], Any]) -> list[Any]:
+    """The jobs' results, the jobs run side by side on as many threads as torch may use, each on one intra-op
+    thread (sequentially when torch may use one). Independent jobs then share the cores without waiting for
+    each other, where one job on several threads waits for them at every operation (milliseconds each on a busy
+    machine); and each job computes exactly as it does alone on one thread."""
+    workers = min(len(jobs), torch.get_num_threads())
+    with threads(1):
+        if workers == 1:
+            return [job() for job in jobs]
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(lambda job: job(), jobs))
+
+
 def _lbfgs(objective: Callable[[Tensor], tuple[float, Tensor, float]], x: Tensor, max_iter: int, tol: float,
            ftol: float, memory: int = 20) -> Tensor:
     """Minimise a smooth strongly convex function by L-BFGS with a backtracking (Armijo) line search.
@@ -54,8 +70,7 @@ def _lbfgs(objective: Callable[[Tensor], tuple[float, Tensor, float]], x: Tensor
     drops by ``ftol`` relative, or after ``max_iter`` steps. Strong convexity keeps every ``s.y > 0``.
     """
     def dot(a: Tensor, b: Tensor) -> float:
-        with threads(1):  # a threaded BLAS dot of this length waits milliseconds for its second thread under load
-            return float(torch.dot(a.reshape(-1), b.reshape(-1)))
+        return float(torch.dot(a.reshape(-1), b.reshape(-1)))
 
     value, grad, residual = objective(x)
     history: list[tuple[Tensor, Tensor, float]] = []
@@ -92,8 +107,7 @@ def _lbfgs(objective: Callable[[Tensor], tuple[float, Tensor, float]], x: Tensor
 def _row_space(z: Tensor, z_test: Tensor) -> tuple[Tensor, Tensor]:
     """Both in an orthonormal basis of the span of z's rows (n < d): the fitted weights lie there, and the
     penalty ||W||^2 is the same in any orthonormal basis, so the problem is unchanged but n-dimensional."""
-    with threads(1):
-        eig, vectors = torch.linalg.eigh(z.double() @ z.double().T)
+    eig, vectors = torch.linalg.eigh(z.double() @ z.double().T)
     keep = eig > eig.max() * 1e-10 * len(z)
     if not keep.any():  # every feature constant: only the intercept can be fitted
         return z.new_zeros(len(z), 1), z_test.new_zeros(len(z_test), 1)
@@ -102,6 +116,7 @@ def _row_space(z: Tensor, z_test: Tensor) -> tuple[Tensor, Tensor]:
     return (z.double() @ basis).to(dtype), (z_test.double() @ basis).to(dtype)
 
 
+@threads(1)  # many short steps: on more threads each waits for the others (milliseconds each on a busy machine)
 def linear_probe_accuracy(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, c: float = 1.0,
                           max_iter: int = 500, tol: float = 1e-4, feature_cov: Tensor | None = None) -> float:
     """Multinomial logistic regression on standardised features; fitted on train only, scored on test.
@@ -122,44 +137,42 @@ def linear_probe_accuracy(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_te
         z, z_test = _row_space(z, z_test)
         feature_cov = None
     (n, d), k, dtype = z.shape, len(classes), z.dtype
-    narrow = dtype == torch.float64  # FLOAT32_FEATURES or fewer, after any row-space reduction
     # Two classes: a softmax over two weight vectors with the same penalty is the binomial model at half of it.
     penalty = (2.0 if k == 2 else 1.0) / (c * n)
-    onehot = F.one_hot(y, k).to(dtype)
+    onehot = F.one_hot(y, k).to(dtype).T.contiguous()  # (k, n), as the logits
     if feature_cov is None:
         hessian = (z.T @ z).mul_(0.25 / n)
     else:
         hessian = feature_cov.to(dtype) / (4 * std[:, None] * std[None, :])
     hessian.diagonal().add_(penalty)
-    # Narrow features: one thread, since the fit is many short steps, which lose more to thread hand-offs
-    # than they gain (several times over on a busy machine). Wide ones: each step is a pass over a large
-    # matrix, which every thread speeds up (raw CIFAR pixels: 3.6 s on one thread, 2.0 s on two).
-    with threads(1) if narrow else contextlib.nullcontext():
-        lower = torch.linalg.cholesky(hessian)
-        del hessian
-        onehot, z_rows = onehot.T.contiguous(), z.T
+    lower = torch.linalg.cholesky(hessian)
+    del hessian
+    rows = max(1, CHUNK_BYTES // (d * z.element_size()))
+    chunks = list(zip(z.split(rows), onehot.split(rows, dim=1)))
 
-        # Everything per class is a (k, .) row block: the passes over the data are then (k, d) @ (d, n) and
-        # (k, n) @ (n, d), BLAS's fastest layouts for so few rows, and the change of variables is two triangular
-        # solves of k columns instead of an explicit (d, d) inverse.
-        def weights(x: Tensor) -> Tensor:
-            """W^T (k, d) = (L^-T G)^T of x = [G^T | intercept] (k, d + 1)."""
-            return torch.linalg.solve_triangular(lower.T, x[:, :-1].T, upper=True).T
+    # Everything per class is a (k, .) row block: the passes over the data are then (k, d) @ (d, m) and
+    # (k, m) @ (m, d), BLAS's fastest layouts for so few rows, each chunk of m samples read for both while in
+    # cache; the change of variables is two triangular solves of k columns instead of an explicit inverse.
+    def weights(x: Tensor) -> Tensor:
+        """W^T (k, d) = (L^-T G)^T of x = [G^T | intercept] (k, d + 1)."""
+        return torch.linalg.solve_triangular(lower.T, x[:, :-1].T, upper=True).T
 
-        def objective(x: Tensor) -> tuple[float, Tensor, float]:
-            """The value at x, its gradient and the largest gradient entry in (W, intercept)."""
-            w = weights(x)
-            logits = torch.addmm(x[:, -1:], w, z_rows)
-            with threads(1):  # (k, n) element-wise steps: a second thread costs more than it saves
-                value = (logits.logsumexp(0) - (logits * onehot).sum(0)).mean() + 0.5 * penalty * w.square().sum()
-                residual = logits.softmax(0).sub_(onehot).div_(n)
-            grad_w = (residual @ z).add_(w, alpha=penalty)
-            grad = torch.cat((torch.linalg.solve_triangular(lower, grad_w.T, upper=False).T,
-                              residual.sum(1, keepdim=True)), 1)  # (L^-1 dW)^T beside d intercept
-            return float(value), grad, float(torch.cat((grad_w, grad[:, -1:]), 1).abs().max())
+    def objective(x: Tensor) -> tuple[float, Tensor, float]:
+        """The value at x, its gradient and the largest gradient entry in (W, intercept)."""
+        w = weights(x)
+        loss, grad_w, grad_b = torch.zeros((), dtype=dtype), w.mul(penalty), x.new_zeros(k, 1)
+        for part, hot in chunks:
+            logits = torch.addmm(x[:, -1:], w, part.T)
+            loss += (logits.logsumexp(0) - (logits * hot).sum(0)).sum()
+            residual = logits.softmax(0).sub_(hot).div_(n)
+            grad_b += residual.sum(1, keepdim=True)
+            grad_w.addmm_(residual, part)
+        grad = torch.cat((torch.linalg.solve_triangular(lower, grad_w.T, upper=False).T, grad_b), 1)
+        value = float(loss) / n + 0.5 * penalty * float(w.square().sum())
+        return value, grad, float(torch.cat((grad_w, grad_b), 1).abs().max())
 
-        x = _lbfgs(objective, torch.zeros(k, d + 1, dtype=dtype), max_iter, tol, 10 * torch.finfo(dtype).eps)
-        predicted = classes[torch.addmm(x[:, -1:], weights(x), z_test.T).argmax(0)]
+    x = _lbfgs(objective, torch.zeros(k, d + 1, dtype=dtype), max_iter, tol, 10 * torch.finfo(dtype).eps)
+    predicted = classes[torch.addmm(x[:, -1:], weights(x), z_test.T).argmax(0)]
     return float((predicted == y_test).double().mean())
 
 
@@ -189,7 +202,8 @@ def knn_accuracy(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tenso
 def probe_scores(x: Tensor, y: Tensor, ks: tuple[int, ...] = (20, 200), cov: Tensor | None = None) -> dict[str, float]:
     """Linear-probe and kNN accuracies on the fixed split of (x, y); ``cov``: ``metrics.covariance(x)`` if known."""
     train, test = probe_split(len(y))
+    parts = x[train], y[train], x[test], y[test]
     feature_cov = None if cov is None else cov / len(x)
-    scores = {"linear_probe": linear_probe_accuracy(x[train], y[train], x[test], y[test], feature_cov=feature_cov)}
-    knn = knn_accuracies(x[train], y[train], x[test], y[test], ks)
-    return scores | {f"knn{k}": knn[k] for k in ks}
+    linear, knn = concurrently(lambda: linear_probe_accuracy(*parts, feature_cov=feature_cov),
+                               lambda: knn_accuracies(*parts, ks))
+    return {"linear_probe": linear} | {f"knn{k}": knn[k] for k in ks}
