@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import torch
@@ -56,7 +57,7 @@ def concurrently(*jobs: Callable[[], Any]) -> list[Any]:
     machine); and each job computes exactly as it does alone on one thread."""
     workers = min(len(jobs), torch.get_num_threads())
     with threads(1):
-        if workers == 1:
+        if workers <= 1:
             return [job() for job in jobs]
         with ThreadPoolExecutor(workers) as pool:
             return list(pool.map(lambda job: job(), jobs))
@@ -176,22 +177,33 @@ def linear_probe_accuracy(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_te
     return float((predicted == y_test).double().mean())
 
 
+def _knn_correct(train: Tensor, y_train: Tensor, test: Tensor, y_test: Tensor, ks: tuple[int, ...],
+                 classes: int) -> dict[int, int]:
+    """For every k in ``ks``: how many ``test`` rows the vote of their k most similar ``train`` rows gets right."""
+    kmax = min(max(ks), len(train))
+    neighbours = y_train[(test @ train.T).topk(kmax, dim=1).indices]
+    return {k: int((F.one_hot(neighbours[:, :min(k, kmax)], classes).sum(dim=1).argmax(dim=1) == y_test).sum())
+            for k in ks}
+
+
+def _knn_jobs(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, ks: tuple[int, ...],
+              chunk: int) -> list[Callable[[], dict[int, int]]]:
+    """``_knn_correct`` of each chunk of test samples, as jobs for ``concurrently``."""
+    train = F.normalize(x_train.float(), dim=1)
+    test = F.normalize(x_test.float(), dim=1)
+    classes = int(y_train.max()) + 1
+    return [partial(_knn_correct, train, y_train, part, labels, ks, classes)
+            for part, labels in zip(test.split(chunk), y_test.split(chunk))]
+
+
+def _knn_scores(counts: list[dict[int, int]], ks: tuple[int, ...], total: int) -> dict[int, float]:
+    return {k: sum(c[k] for c in counts) / max(total, 1) for k in ks}
+
+
 def knn_accuracies(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor,
                    ks: tuple[int, ...] = (20,), chunk: int = 1024) -> dict[int, float]:
     """Majority vote of the k most cosine-similar training samples, for every k in ``ks`` at once."""
-    train = F.normalize(x_train.float(), dim=1)
-    test = F.normalize(x_test.float(), dim=1)
-    kmax = min(max(ks), len(train))
-    classes = int(y_train.max()) + 1
-    correct = dict.fromkeys(ks, 0)
-    for start in range(0, len(test), chunk):
-        similarity = test[start:start + chunk] @ train.T
-        with threads(1):  # selection and votes: no faster on more threads
-            neighbours = y_train[similarity.topk(kmax, dim=1).indices]
-            for k in ks:
-                votes = F.one_hot(neighbours[:, :min(k, kmax)], classes).sum(dim=1)
-                correct[k] += int((votes.argmax(dim=1) == y_test[start:start + chunk]).sum())
-    return {k: correct[k] / max(len(test), 1) for k in ks}
+    return _knn_scores(concurrently(*_knn_jobs(x_train, y_train, x_test, y_test, ks, chunk)), ks, len(x_test))
 
 
 def knn_accuracy(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, k: int = 20) -> float:
@@ -200,10 +212,13 @@ def knn_accuracy(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tenso
 
 
 def probe_scores(x: Tensor, y: Tensor, ks: tuple[int, ...] = (20, 200), cov: Tensor | None = None) -> dict[str, float]:
-    """Linear-probe and kNN accuracies on the fixed split of (x, y); ``cov``: ``metrics.covariance(x)`` if known."""
+    """Linear-probe and kNN accuracies on the fixed split of (x, y); ``cov``: ``metrics.covariance(x)`` if known.
+
+    The probe and kNN's chunks of 1024 test samples run side by side (``concurrently``), the probe first."""
     train, test = probe_split(len(y))
     parts = x[train], y[train], x[test], y[test]
     feature_cov = None if cov is None else cov / len(x)
-    linear, knn = concurrently(lambda: linear_probe_accuracy(*parts, feature_cov=feature_cov),
-                               lambda: knn_accuracies(*parts, ks))
+    linear, *counts = concurrently(partial(linear_probe_accuracy, *parts, feature_cov=feature_cov),
+                                   *_knn_jobs(*parts, ks, chunk=1024))
+    knn = _knn_scores(counts, ks, len(test))
     return {"linear_probe": linear} | {f"knn{k}": knn[k] for k in ks}
