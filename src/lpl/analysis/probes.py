@@ -17,6 +17,8 @@ from torch import Tensor
 FLOAT32_FEATURES = 512
 # The probe passes over its samples in chunks of about this many bytes (cache-sized).
 CHUNK_BYTES = 8 << 20
+# kNN takes the similarities of this many test samples at a time (one job each).
+KNN_CHUNK = 1024
 
 
 def probe_split(n: int, test_fraction: float = 0.3) -> tuple[Tensor, Tensor]:
@@ -197,11 +199,12 @@ def _knn_jobs(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, 
 
 
 def _knn_scores(counts: list[dict[int, int]], ks: tuple[int, ...], total: int) -> dict[int, float]:
+    """Accuracy for every k from the chunks' ``_knn_correct`` counts over ``total`` test samples."""
     return {k: sum(c[k] for c in counts) / max(total, 1) for k in ks}
 
 
 def knn_accuracies(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor,
-                   ks: tuple[int, ...] = (20,), chunk: int = 1024) -> dict[int, float]:
+                   ks: tuple[int, ...] = (20,), chunk: int = KNN_CHUNK) -> dict[int, float]:
     """Majority vote of the k most cosine-similar training samples, for every k in ``ks`` at once."""
     return _knn_scores(concurrently(*_knn_jobs(x_train, y_train, x_test, y_test, ks, chunk)), ks, len(x_test))
 
@@ -214,11 +217,11 @@ def knn_accuracy(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tenso
 def probe_scores(x: Tensor, y: Tensor, ks: tuple[int, ...] = (20, 200), cov: Tensor | None = None) -> dict[str, float]:
     """Linear-probe and kNN accuracies on the fixed split of (x, y); ``cov``: ``metrics.covariance(x)`` if known.
 
-    The probe and kNN's chunks of 1024 test samples run side by side (``concurrently``), the probe first."""
+    The probe and kNN's chunks of test samples run side by side (``concurrently``), the probe first."""
     train, test = probe_split(len(y))
     parts = x[train], y[train], x[test], y[test]
     feature_cov = None if cov is None else cov / len(x)
     linear, *counts = concurrently(partial(linear_probe_accuracy, *parts, feature_cov=feature_cov),
-                                   *_knn_jobs(*parts, ks, chunk=1024))
+                                   *_knn_jobs(*parts, ks, KNN_CHUNK))
     knn = _knn_scores(counts, ks, len(test))
     return {"linear_probe": linear} | {f"knn{k}": knn[k] for k in ks}
