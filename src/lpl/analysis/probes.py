@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
@@ -121,7 +121,8 @@ def _row_space(z: Tensor, z_test: Tensor) -> tuple[Tensor, Tensor]:
 
 @threads(1)  # many short steps: on more threads each waits for the others (milliseconds each on a busy machine)
 def linear_probe_accuracy(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, c: float = 1.0,
-                          max_iter: int = 500, tol: float = 1e-4, feature_cov: Tensor | None = None) -> float:
+                          max_iter: int = 500, tol: float = 1e-4, feature_cov: Tensor | None = None,
+                          helper: Executor | None = None) -> float:
     """Multinomial logistic regression on standardised features; fitted on train only, scored on test.
 
     The objective is sklearn's ``LogisticRegression(C=c)``: mean log-loss + ||W||^2 / (2 c n), intercept
@@ -129,7 +130,8 @@ def linear_probe_accuracy(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_te
     full-batch by L-BFGS in variables ``G = L^T W``, where ``L L^T = Z^T Z / 4n + penalty`` bounds the loss
     Hessian: the problem is then well conditioned however correlated the features. ``feature_cov``: the
     features' covariance (M, M) if already known (e.g. over all samples), used for ``Z^T Z / n`` instead
-    of another pass; it only shapes the path to the optimum, not the optimum.
+    of another pass; it only shapes the path to the optimum, not the optimum. ``helper``: an executor that takes
+    the pass over the second half of the samples while this thread does the first (same result either way).
     """
     classes, y = torch.unique(y_train, return_inverse=True)
     if len(classes) < 2:
@@ -152,6 +154,7 @@ def linear_probe_accuracy(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_te
     del hessian
     rows = max(1, CHUNK_BYTES // (d * z.element_size()))
     chunks = list(zip(z.split(rows), onehot.split(rows, dim=1)))
+    halves = chunks[:(len(chunks) + 1) // 2], chunks[(len(chunks) + 1) // 2:]
 
     # Everything per class is a (k, .) row block: the passes over the data are then (k, d) @ (d, m) and
     # (k, m) @ (m, d), BLAS's fastest layouts for so few rows, each chunk of m samples read for both while in
@@ -160,16 +163,25 @@ def linear_probe_accuracy(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_te
         """W^T (k, d) = (L^-T G)^T of x = [G^T | intercept] (k, d + 1)."""
         return torch.linalg.solve_triangular(lower.T, x[:, :-1].T, upper=True).T
 
-    def objective(x: Tensor) -> tuple[float, Tensor, float]:
-        """The value at x, its gradient and the largest gradient entry in (W, intercept)."""
-        w = weights(x)
-        loss, grad_w, grad_b = torch.zeros((), dtype=dtype), w.mul(penalty), x.new_zeros(k, 1)
-        for part, hot in chunks:
+    def passes(x: Tensor, w: Tensor, part_chunks: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor, Tensor]:
+        """Summed log-loss, dL/dW^T and dL/d intercept (mean over all n) of the samples in ``part_chunks``."""
+        loss, grad_w, grad_b = torch.zeros((), dtype=dtype), torch.zeros_like(w), x.new_zeros(k, 1)
+        for part, hot in part_chunks:
             logits = torch.addmm(x[:, -1:], w, part.T)
             loss += (logits.logsumexp(0) - (logits * hot).sum(0)).sum()
             residual = logits.softmax(0).sub_(hot).div_(n)
             grad_b += residual.sum(1, keepdim=True)
             grad_w.addmm_(residual, part)
+        return loss, grad_w, grad_b
+
+    def objective(x: Tensor) -> tuple[float, Tensor, float]:
+        """The value at x, its gradient and the largest gradient entry in (W, intercept)."""
+        w = weights(x)
+        second = helper.submit(passes, x, w, halves[1]) if helper and halves[1] else None
+        loss, grad_w, grad_b = passes(x, w, halves[0])
+        more = second.result() if second else passes(x, w, halves[1])
+        loss, grad_b = loss + more[0], grad_b + more[2]
+        grad_w.add_(more[1]).add_(w, alpha=penalty)
         grad = torch.cat((torch.linalg.solve_triangular(lower, grad_w.T, upper=False).T, grad_b), 1)
         value = float(loss) / n + 0.5 * penalty * float(w.square().sum())
         return value, grad, float(torch.cat((grad_w, grad_b), 1).abs().max())
@@ -221,7 +233,10 @@ def probe_scores(x: Tensor, y: Tensor, ks: tuple[int, ...] = (20, 200), cov: Ten
     train, test = probe_split(len(y))
     parts = x[train], y[train], x[test], y[test]
     feature_cov = None if cov is None else cov / len(x)
-    linear, *counts = concurrently(partial(linear_probe_accuracy, *parts, feature_cov=feature_cov),
-                                   *_knn_jobs(*parts, ks, KNN_CHUNK))
+    with ThreadPoolExecutor(1) as helper:
+        linear, *counts = concurrently(
+            partial(linear_probe_accuracy, *parts, feature_cov=feature_cov,
+                    helper=helper if torch.get_num_threads() > 1 else None),
+            *_knn_jobs(*parts, ks, KNN_CHUNK))
     knn = _knn_scores(counts, ks, len(test))
     return {"linear_probe": linear} | {f"knn{k}": knn[k] for k in ks}
