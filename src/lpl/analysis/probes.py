@@ -229,7 +229,8 @@ def knn_accuracy(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tenso
 def probe_scores(x: Tensor, y: Tensor, ks: tuple[int, ...] = (20, 200), cov: Tensor | None = None) -> dict[str, float]:
     """Linear-probe and kNN accuracies on the fixed split of (x, y); ``cov``: ``metrics.covariance(x)`` if known.
 
-    The probe and kNN's chunks of test samples run side by side (``concurrently``), the probe first."""
+    The probe and kNN's chunks of test samples run side by side (``concurrently``), the probe first, with a
+    helper thread for half of its passes that runs once kNN leaves a core free (the threads share the cores)."""
     train, test = probe_split(len(y))
     parts = x[train], y[train], x[test], y[test]
     feature_cov = None if cov is None else cov / len(x)
