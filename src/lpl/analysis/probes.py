@@ -231,13 +231,13 @@ def probe_scores(x: Tensor, y: Tensor, ks: tuple[int, ...] = (20, 200), cov: Ten
 
     The probe and kNN's chunks of test samples run side by side (``concurrently``), the probe first, with a
     helper thread for half of its passes that runs once kNN leaves a core free (the threads share the cores)."""
-    train, test = probe_split(len(y))
-    parts = x[train], y[train], x[test], y[test]
+    cut = len(probe_split(len(y))[0])  # a contiguous split: views, not copies
+    parts = x[:cut], y[:cut], x[cut:], y[cut:]
     feature_cov = None if cov is None else cov / len(x)
     with ThreadPoolExecutor(1) as helper:
         linear, *counts = concurrently(
             partial(linear_probe_accuracy, *parts, feature_cov=feature_cov,
                     helper=helper if torch.get_num_threads() > 1 else None),
             *_knn_jobs(*parts, ks, KNN_CHUNK))
-    knn = _knn_scores(counts, ks, len(test))
+    knn = _knn_scores(counts, ks, len(y) - cut)
     return {"linear_probe": linear} | {f"knn{k}": knn[k] for k in ks}
