@@ -1,16 +1,17 @@
 """``lpl analyze`` of one 10,000 x 128 export with its baselines: this implementation vs the old one.
 
 - new: ``lpl analyze FILE`` end to end in a subprocess (interpreter, imports, loading included),
-  once with an empty baseline cache (cold) and once more with it filled (warm);
+  once with an empty baseline cache (cold) and ``--warm-repeats`` times with it filled (warm, best);
 - reference: the old implementation re-done here in-process (sklearn ``LogisticRegression`` lbfgs,
   float64 SVD for PCA and participation ratio, float64 ``corrcoef``, the N x N similarity matrix,
   one similarity matrix per kNN k) on the same file and images.
 
 Prints wall and CPU seconds, speed-ups and every figure of both, with the probe accuracies' differences
 in points, and the load average (other work on the machine inflates wall times, especially multi-threaded).
-Without ``--file`` it builds a run folder (``activations/``, ``logs/*_config.json``, a CIFAR-10
+Without ``--file`` it builds a run folder (``activations/``, ``logs/*_run.json``, a CIFAR-10
 ``test_batch``) from the CIFAR-10 test JPEGs in ``--jpegs`` if given, else from synthetic images;
 the export is a fixed random two-layer squashed network of the images (128 units).
+``--samples 100 --width 8 --threads 1 --warm-repeats 0`` runs every part in seconds (a smoke test).
 
     python benchmarks/bench_analysis.py [--jpegs CIFAR10/test | --file RUN/activations/x_after.pt] [--threads 2 1]
                                         [--no-reference]
@@ -19,7 +20,7 @@ the export is a fixed random two-layer squashed network of the images (128 units
 from __future__ import annotations
 
 import argparse
-import json
+import csv
 import os
 import pickle
 import resource
@@ -34,9 +35,10 @@ import torch
 
 from lpl.analysis.evaluate import inputs_of, load_representations
 from lpl.layers import DenseLPLLayer
-from lpl.layout import run_config
+from lpl.layout import RunLayout, run_config, save_export, write_record
 
 PROBES = ("linear_probe", "knn20", "knn200")
+LABELS = ("representation", "run", "layer", "stage")  # the CSV's non-numeric columns
 
 
 def cifar_jpegs(folder: Path, count: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -76,12 +78,11 @@ def build_run(root: Path, count: int, width: int, jpegs: Path | None) -> Path:
     with torch.no_grad():
         hidden = DenseLPLLayer(3072, 512, generator)(torch.from_numpy(data).float() / 255)
         activations = DenseLPLLayer(512, width, generator)(hidden)
-    export = root / "activations" / "bench_activations_after.pt"
-    export.parent.mkdir()
-    torch.save({"activations": activations.contiguous(), "labels": torch.from_numpy(labels).long()}, export)
-    (root / "logs").mkdir()
+    layout = RunLayout(root, "bench", "bench_activations")
+    export = layout.activation_file("after")
+    save_export(export, [activations], torch.from_numpy(labels).long())
     config = {"dataset": "cifar10", "data_dir": str(root / "data"), "num_export": count}
-    (root / "logs" / "bench_config.json").write_text(json.dumps({"config": config, "activation_files": [export.name]}))
+    write_record(layout, {"config": config, "activation_files": [export.name]})
     return export
 
 
@@ -173,12 +174,20 @@ def lpl_analyze(path: Path, cache: Path, threads: int) -> tuple[float, float, di
     subprocess.run([sys.executable, "-m", "lpl.cli", "analyze", str(path), "--csv", str(table)], env=env,
                    check=True, stdout=subprocess.DEVNULL)
     seconds, cpu = time.perf_counter() - start, cpu_seconds(resource.RUSAGE_CHILDREN) - cpu
-    lines = [line.split(",") for line in table.read_text().splitlines()]
-    return seconds, cpu, {r[0].split("/", 1)[1]: {k: float(v) for k, v in zip(lines[0][1:], r[1:]) if v}
-                          for r in lines[1:]}
+    return seconds, cpu, {figure_name(row): {k: float(v) for k, v in row.items() if k not in LABELS and v}
+                          for row in csv.DictReader(table.open())}
 
 
-def main() -> None:
+def figure_name(row: dict[str, str]) -> str:
+    """The reference's name of one CSV row: ``after`` or ``<layer>/after``, ``baseline/pixels``, ``baseline/pca128``."""
+    if row["stage"] == "baseline":
+        kind = row["representation"].split()[0].strip(",").lower()
+        return f"baseline/{kind}" if kind == "pixels" else f"baseline/{kind}{row['units']}"
+    return f"{row['layer']}/{row['stage']}" if row["layer"] else row["stage"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Time ``lpl analyze`` cold and warm at each thread count, then the old analysis, and print every figure."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--file", type=Path, help="an export whose run config leads to its images")
     parser.add_argument("--samples", type=int, default=10_000)
@@ -187,35 +196,43 @@ def main() -> None:
                         help="CIFAR-10 test images by class, e.g. <cifar10-folder>/test (default: synthetic images)")
     parser.add_argument("--threads", type=int, nargs="+", default=[2, 1],
                         help="thread counts to time the new path with; the first also runs the reference")
-    parser.add_argument("--warm-repeats", type=int, default=3, help="report the best of this many warm runs")
+    parser.add_argument("--warm-repeats", type=int, default=3,
+                        help="report the best of this many warm runs (0: cold only)")
     parser.add_argument("--no-reference", action="store_true", help="skip the old implementation (minutes)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads[0])
     with tempfile.TemporaryDirectory() as tmp:
         path = args.file or build_run(Path(tmp) / "run", args.samples, args.width, args.jpegs)
         new: dict[str, dict[str, float]] = {}
-        cold = warm = 0.0
+        cold, warm = 0.0, None
         for i, threads in enumerate(args.threads):
             print(f"load average: {' '.join(f'{v:.1f}' for v in os.getloadavg())} ({os.cpu_count()} CPUs)")
             cache = Path(tmp) / f"cache{threads}"
             seconds, cpu, figures = lpl_analyze(path, cache, threads)
-            best, best_cpu, _ = min((lpl_analyze(path, cache, threads) for _ in range(args.warm_repeats)),
-                                    key=lambda result: result[0])
-            print(f"new  `lpl analyze` (subprocess, {threads} threads): cold cache {seconds:.1f} s "
-                  f"(CPU {cpu:.1f} s), warm {best:.1f} s (CPU {best_cpu:.1f} s)")
+            line = f"new  `lpl analyze` (subprocess, {threads} threads): cold cache {seconds:.1f} s (CPU {cpu:.1f} s)"
+            best = None
+            if args.warm_repeats:
+                best, best_cpu, _ = min((lpl_analyze(path, cache, threads) for _ in range(args.warm_repeats)),
+                                        key=lambda result: result[0])
+                line += f", warm {best:.1f} s (CPU {best_cpu:.1f} s)"
+            print(line)
             if i == 0:
                 new, cold, warm = figures, seconds, best
         if args.no_reference:
             return
         print(f"load average: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
         old_seconds, old_cpu, old = reference(path)
+    speedup = f"{old_seconds / cold:.1f}x cold" + ("" if warm is None else f", {old_seconds / warm:.1f}x warm")
     print(f"old analyze (in-process, {args.threads[0]} threads): {old_seconds:.1f} s (CPU {old_cpu:.1f} s) -> "
-          f"speed-up {old_seconds / cold:.1f}x cold, {old_seconds / warm:.1f}x warm ({args.threads[0]} threads)")
+          f"speed-up {speedup} ({args.threads[0]} threads)")
     print(f"load average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     print(f"\n{'representation':<22} {'figure':<24} {'old':>9} {'new':>9} {'diff':>9}")
     for name, values in old.items():
         for key, before in values.items():
-            after = new[name][key]
+            after = new.get(name, {}).get(key)
+            if after is None:  # e.g. kNN-200 with 200 or fewer fitting images: the new analysis leaves it out
+                print(f"{name:<22} {key:<24} {before:>9.4f} {'-':>9}")
+                continue
             diff = f"{100 * (after - before):+.2f} pt" if key in PROBES else f"{after - before:+.1e}"
             print(f"{name:<22} {key:<24} {before:>9.4f} {after:>9.4f} {diff:>9}")
 

@@ -10,7 +10,9 @@
 - anchor (``--anchor PATH``): the prototype ``peer_deep.py`` run in the same process tree, and
   our bare step as a ratio to its ``fast_bf16_compiled``.
 
-Images are random uint8 (50,000 x 3 x 32 x 32); speed does not depend on content.
+Images are random uint8 (62,500 x 3 x 32 x 32, the first 80% for training); speed does not depend on content.
+``--device cpu --no-compile --width 0.0625 --images 20 --batch-size 16 --warmup 1 --steps 2 --epochs 3`` runs
+every part at toy size on a CPU (a smoke test of the script, no figure to quote).
 
     python benchmarks/bench_deep.py [--steps 40] [--epochs 12] [--anchor ../shared/anchors/peer_deep.py]
 """
@@ -26,50 +28,64 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import torch
 
-from lpl.convnet import VGG11_CHANNELS, VGG11_POOL_AFTER
+from lpl.convnet import NetworkSpec
 from lpl.data.images import ImageSet
 from lpl.train.checkpoint import CheckpointFolder
 from lpl.train.deep import DeepConfig, DeepTrainer, schedule_for, train_deep
 
-PAIRS_PER_EPOCH = 50_000
+PAIRS_PER_EPOCH = 50_000  # CIFAR-10's training set, for the 800-epoch estimate
 DENSE_BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense tensor-core FLOP/s (spec)
 
 
-def flops_per_pair(size: int = 32, channels=VGG11_CHANNELS, pool_after=VGG11_POOL_AFTER) -> float:
+def flops_per_pair(spec: NetworkSpec, size: int = 32) -> float:
     """Forward and backward (about 3x the forward) of both views through the conv blocks."""
-    forward, c_in, side = 0.0, 3, size
-    for block, c_out in enumerate(channels, 1):
-        forward += 2 * c_in * c_out * 9 * side * side
-        c_in, side = c_out, side // 2 if block in pool_after else side
+    forward, c_in, side = 0.0, spec.in_channels, size
+    for block, (c_out, kernel) in enumerate(zip(spec.channels, spec.kernel_sizes), 1):
+        forward += 2 * c_in * c_out * kernel * kernel * side * side
+        c_in, side = c_out, side // 2 if block in spec.pool_after else side
     return 2 * 3 * forward
 
 
-def peak_flops() -> float | None:
-    name = torch.cuda.get_device_name()
+def peak_flops(device: torch.device) -> float | None:
+    """The GPU's dense bf16 peak, if known."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
     return next((v for k, v in DENSE_BF16_PEAK.items() if k in name), None)
 
 
-def bare_step(images: torch.Tensor, batch: int, steps: int) -> tuple[float, float]:
-    """Pairs/s of the training step alone and the GPU memory it holds in GiB (CUDA graph pools included)."""
-    config = DeepConfig(batch_size=batch, device="cuda", output_dir=tempfile.mkdtemp(), progress=False)
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_step(images: torch.Tensor, warmup: int, steps: int, settings: dict[str, Any]) -> tuple[float, float | None]:
+    """Pairs/s of the training step alone after ``warmup`` steps, and the GPU memory it holds in GiB (CUDA graph
+    pools included)."""
+    config = DeepConfig(output_dir=tempfile.mkdtemp(), progress=False, **settings)
+    device = torch.device(config.device)
     data = ImageSet(images, torch.zeros(len(images), dtype=torch.long))
     schedule, per_epoch = schedule_for(config, len(data))
-    trainer = DeepTrainer(config, data, schedule, per_epoch, 0, 1, torch.device("cuda"))
-    for _ in range(8):
+    trainer = DeepTrainer(config, data, schedule, per_epoch, 0, 1, device)
+    for _ in range(warmup):
         trainer.step()
-    torch.cuda.synchronize()
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
         trainer.step()
-    torch.cuda.synchronize()
-    return batch * steps / (time.perf_counter() - start), torch.cuda.max_memory_reserved() / 2**30
+    synchronize(device)
+    memory = torch.cuda.max_memory_reserved(device) / 2**30 if device.type == "cuda" else None
+    return config.batch_size * steps / (time.perf_counter() - start), memory
 
 
-def default_run(data_file: Path, epochs: int, checkpoint_every: int = 0) -> tuple[float, float, int]:
+def default_run(data_file: Path, epochs: int, checkpoint_every: int, settings: dict[str, Any]
+                ) -> tuple[float, float, int]:
     """(median pairs/s over the run's epochs after the second, wall seconds, checkpoints written) of
     ``lpl train-deep``."""
     written = []
@@ -80,9 +96,8 @@ def default_run(data_file: Path, epochs: int, checkpoint_every: int = 0) -> tupl
         return save(folder, state, step)
 
     with mock.patch.object(CheckpointFolder, "save", counted), tempfile.TemporaryDirectory() as out:
-        config = DeepConfig(dataset=str(data_file), device="cuda", epochs=epochs, output_dir=out,
-                            checkpoint_every=checkpoint_every, progress=False, evaluate=False,
-                            eval_train=1000, num_export=1000)
+        config = DeepConfig(dataset=str(data_file), epochs=epochs, output_dir=out, checkpoint_every=checkpoint_every,
+                            progress=False, evaluate=False, eval_train=1000, num_export=1000, **settings)
         start = time.perf_counter()
         train_deep(config)
         wall = time.perf_counter() - start
@@ -98,27 +113,38 @@ def anchor(path: str) -> dict[str, float]:
     return ast.literal_eval(lines[-1]) if lines else {}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Measure and print the bare step, the default runs and the anchor (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--epochs", type=int, default=12, help="length of the default-run measurement")
+    parser.add_argument("--warmup", type=int, default=8, help="steps before the bare step is timed (compile, graphs)")
+    parser.add_argument("--epochs", type=int, default=12, help="length of the default-run measurement (at least 3)")
     parser.add_argument("--anchor", default=None, help="path of peer_deep.py to run beside ours")
-    args = parser.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("bench_deep.py measures GPU speed; no CUDA device here")
-    print(f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
-    images = torch.randint(0, 256, (62_500, 3, 32, 32), dtype=torch.uint8)  # 80% = 50,000 train
-    bare, memory = bare_step(images[:50_000], args.batch_size, args.steps)
-    peak = peak_flops()
-    mfu = f"{bare * flops_per_pair() / peak:.1%} of dense bf16 peak" if peak else "peak unknown"
-    print(f"bare step:        {bare:9.0f} pairs/s  {flops_per_pair() / 1e9:.2f} GFLOP/pair  MFU {mfu}  "
-          f"GPU memory {memory:.1f} GiB  800 epochs {800 * PAIRS_PER_EPOCH / bare / 60:.1f} min", flush=True)
+    parser.add_argument("--device", default="cuda", help="the figures are for CUDA; cpu runs a smoke test")
+    parser.add_argument("--no-compile", dest="compile", action="store_false", help="eager step (no torch.compile)")
+    parser.add_argument("--width", type=float, default=1.0, help="multiply VGG-11's channels by this")
+    parser.add_argument("--images", type=int, default=62_500, help="random images, the first 80%% for training")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("bench_deep.py measures GPU speed; no CUDA device here (--device cpu: a smoke test)")
+    settings = {"batch_size": args.batch_size, "device": args.device, "compile": args.compile, "width": args.width}
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+    print(f"device: {name}, torch {torch.__version__}", flush=True)
+    images = torch.randint(0, 256, (args.images, 3, 32, 32), dtype=torch.uint8)
+    train = len(images) * 4 // 5  # the training split of a data file
+    bare, memory = bare_step(images[:train], args.warmup, args.steps, settings)
+    flops, peak = flops_per_pair(DeepConfig(width=args.width).spec(3)), peak_flops(device)
+    mfu = f"{bare * flops / peak:.1%} of dense bf16 peak" if peak else "peak unknown"
+    held = f"GPU memory {memory:.1f} GiB" if memory is not None else "no GPU memory"
+    print(f"bare step:        {bare:9.0f} pairs/s  {flops / 1e9:.2f} GFLOP/pair  MFU {mfu}  {held}  "
+          f"800 epochs {800 * PAIRS_PER_EPOCH / bare / 60:.1f} min", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         data_file = Path(tmp) / "images.pt"
         torch.save({"images": images, "labels": torch.zeros(len(images), dtype=torch.long)}, data_file)
-        for label, every in (("default run", 0), ("checkpoint/epoch", PAIRS_PER_EPOCH // args.batch_size)):
-            rate, wall, written = default_run(data_file, args.epochs, every)
+        for label, every in (("default run", 0), ("checkpoint/epoch", max(1, train // args.batch_size))):
+            rate, wall, written = default_run(data_file, args.epochs, every, settings)
             print(f"{label + ':':17s} {rate:9.0f} pairs/s  ({rate / bare:.2f} of the bare step; "
                   f"{args.epochs} epochs in {wall:.0f} s wall incl. compile and exports; "
                   f"{written} checkpoints written)", flush=True)

@@ -22,7 +22,7 @@ import torch
 
 from lpl.data.images import ImageSet
 from lpl.data.pairs import PairStream
-from lpl.layers import DenseLPLStack, Plasticity
+from lpl.layers import DENSE_RATES, DenseLPLStack, Plasticity
 
 
 def seconds_per_call(fns: dict[str, Callable[[], object]], seconds: float, calls: int = 5) -> dict[str, float]:
@@ -45,17 +45,19 @@ def seconds_per_call(fns: dict[str, Callable[[], object]], seconds: float, calls
     return {name: sorted(times)[len(times) // 2] for name, times in rounds.items()}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Print the table of pairs/s and ratios for each batch size."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--seconds", type=float, default=2.0, help="timing per measurement")
     parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args()
+    parser.add_argument("--images", type=int, default=50_000, help="CIFAR-sized uint8 images to draw pairs from")
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     generator = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (50_000, 3, 32, 32), dtype=torch.uint8, generator=generator)
-    stream = PairStream(ImageSet(images, torch.zeros(50_000, dtype=torch.long)), "augment", seed=0)
+    images = torch.randint(0, 256, (args.images, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    stream = PairStream(ImageSet(images, torch.zeros(args.images, dtype=torch.long)), "augment", seed=0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; pairs/s (B pairs = 2B images per step)")
     print(f"{'B':>5} {'roofline':>10} {'step':>10} {'ratio':>6} {'end2end':>10} {'ratio':>6} {'augment':>10}")
     for batch in args.batch_sizes:
@@ -71,9 +73,9 @@ def measure(batch: int, stream: PairStream, seconds: float, generator: torch.Gen
     views = x.view(2, batch, 3072)
     t = seconds_per_call({
         "roofline": lambda: (x @ weight.T, x.T @ delta),
-        "step": lambda: stack.plasticity_step(views, plasticity),
+        "step": lambda: stack.plasticity_step(views, DENSE_RATES, plasticity),
         "augment": lambda: stream.next(batch),
-        "end_to_end": lambda: stack.plasticity_step(stream.next(batch), plasticity),
+        "end_to_end": lambda: stack.plasticity_step(stream.next(batch), DENSE_RATES, plasticity),
     }, seconds)
     return (f"{batch:>5} {batch / t['roofline']:>10.0f} {batch / t['step']:>10.0f} "
             f"{t['roofline'] / t['step']:>6.2f} {batch / t['end_to_end']:>10.0f} "

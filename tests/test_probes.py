@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from conftest import write_cifar_batch
 
-from lpl.analysis import evaluate, metrics
+from lpl.analysis import evaluate, metrics, probes
 from lpl.analysis.probes import knn_accuracies, knn_accuracy, linear_probe_accuracy, probe_scores
 from lpl.analysis.runs import find_runs
 
@@ -157,3 +157,16 @@ def test_blocked_covariance_equals_the_plain_product():
     x, _ = blobs(50, 40, 3, seed=7)
     xc = x.double() - x.double().mean(0)
     assert torch.allclose(metrics.covariance(x, block=6), xc.T @ xc)
+
+
+def test_probes_side_by_side_on_two_threads_equal_them_one_after_the_other(monkeypatch):
+    monkeypatch.setattr(probes, "CHUNK_BYTES", 4096)  # many chunks: a helper thread takes half of them
+    x, y = blobs(600, 20, 4, seed=8)
+    alone = probe_scores(x, y)  # the suite runs on one thread: one job after the other
+    torch.set_num_threads(2)
+    try:
+        together = probe_scores(x, y)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+    assert together == alone

@@ -68,12 +68,17 @@ def _work(x: Tensor) -> Tensor:
     return x.double() if x.numel() <= FLOAT64_ELEMENTS else x.float()
 
 
-def _sparsity(r: Tensor, dim: int) -> Tensor:
-    """Treves-Rolls sparsity of |r| along ``dim``: 0 for a flat response, 1 for a single peak."""
-    r = _work(r).abs()
-    n = r.shape[dim]
-    ratio = r.mean(dim).double().square() / r.square().mean(dim).double().clamp_min(1e-12)
-    return (1 - ratio) / (1 - 1 / n)
+def _sparsities(x: Tensor) -> tuple[float, float]:
+    """Treves-Rolls sparsity of |x|, averaged over units (lifetime) and over samples (population): 0 for a flat
+    response, 1 for a single peak. One |x| and one |x|^2 serve both."""
+    r = _work(x).abs()
+    squares = r.square()
+
+    def mean_over(dim: int) -> float:
+        ratio = r.mean(dim).double().square() / squares.mean(dim).double().clamp_min(1e-12)
+        return float(((1 - ratio) / (1 - 1 / r.shape[dim])).mean())
+
+    return mean_over(0), mean_over(1)
 
 
 def _mean_abs_correlation(cov: Tensor) -> float:
@@ -94,6 +99,7 @@ def unit_statistics(x: Tensor, normalised: bool = False, cov: Tensor | None = No
     std = (torch.diagonal(cov) / (len(x) - 1)).sqrt().float()  # x.std(dim=0), without another pass
     judged = std * (x.shape[1] ** 0.5 if normalised else 1.0)
     collapsed = collapsed_units(judged)
+    lifetime, population = _sparsities(x)
     return {
         "units": x.shape[1],
         "mean_activation": float(x.mean()),
@@ -101,8 +107,8 @@ def unit_statistics(x: Tensor, normalised: bool = False, cov: Tensor | None = No
         "min_unit_std": float(std.min()),
         "collapsed_units": collapsed,
         "collapsed_fraction": collapsed / x.shape[1],
-        "lifetime_sparsity": float(_sparsity(x, 0).mean()),
-        "population_sparsity": float(_sparsity(x, 1).mean()),
+        "lifetime_sparsity": lifetime,
+        "population_sparsity": population,
         "mean_abs_correlation": _mean_abs_correlation(cov),
         "participation_ratio": participation_ratio(x, cov),
     }
@@ -112,15 +118,18 @@ def class_similarity(x: Tensor, y: Tensor) -> dict[str, float]:
     """Mean cosine similarity of distinct same-class pairs and of different-class pairs.
 
     From class sums of the unit-normalised centred rows z, in O(N M): the distinct pairs of class c
-    sum to ``||sum_c z||^2 - sum_c ||z||^2``, all pairs to ``||sum z||^2``.
+    sum to ``||sum_c z||^2 - sum_c ||z||^2``, all pairs to ``||sum z||^2``. z is never formed: its class sums
+    are the centred rows weighted by their inverse norms (as ``F.normalize``: norms below 1e-12 count as 1e-12).
     """
     x = _work(x)
-    z = F.normalize(x - x.mean(dim=0), dim=1)
+    xc = x - x.mean(dim=0)
+    norms = torch.linalg.vector_norm(xc, dim=1)
+    scales = 1 / norms.clamp_min(1e-12)
     _, classes = torch.unique(y, return_inverse=True)
-    sums = (F.one_hot(classes).to(z.dtype).T @ z).double()  # (classes, M)
+    sums = ((F.one_hot(classes).to(xc.dtype) * scales[:, None]).T @ xc).double()  # (classes, M)
     counts = torch.bincount(classes).double()
     same = sums.square().sum()
-    within = (same - z.square().sum(dtype=torch.float64)) / (counts * (counts - 1)).sum()
+    within = (same - (norms.double() * scales.double()).square().sum()) / (counts * (counts - 1)).sum()
     across = (sums.sum(0).square().sum() - same) / (counts.sum().square() - counts.square().sum())
     return {"within_class_similarity": float(within), "across_class_similarity": float(across),
             "similarity_gap": float(within - across)}
@@ -150,14 +159,19 @@ def top_eigenvectors(sym: Tensor, k: int, iterations: int = 8, seed: int = 0) ->
     error shrinks as (eig_{2k} / eig_k)^iterations: to float32 precision on CIFAR-10 pixels.
     """
     k = min(k, len(sym))
-    with threads(1):  # LAPACK on these sizes loses to thread hand-offs, badly so on a busy machine
-        if len(sym) <= FLOAT64_UNITS or 4 * k >= len(sym):
+    # LAPACK on these sizes loses to thread hand-offs, badly so on a busy machine; the products use every thread
+    if len(sym) <= FLOAT64_UNITS or 4 * k >= len(sym):
+        with threads(1):
             return torch.linalg.eigh(sym.double())[1].flip(1)[:, :k].to(sym.dtype)
-        basis = torch.randn(len(sym), 2 * k, generator=torch.Generator().manual_seed(seed), dtype=sym.dtype)
-        for _ in range(iterations):
-            basis = torch.linalg.qr(sym @ basis).Q
-        _, rotation = torch.linalg.eigh((basis.T @ sym @ basis).double())
-        return basis @ rotation.flip(1)[:, :k].to(sym.dtype)
+    basis = torch.randn(len(sym), 2 * k, generator=torch.Generator().manual_seed(seed), dtype=sym.dtype)
+    for _ in range(iterations):
+        product = sym @ basis
+        with threads(1):
+            basis = torch.linalg.qr(product).Q
+    projected = basis.T @ sym @ basis
+    with threads(1):
+        rotation = torch.linalg.eigh(projected.double())[1]
+    return basis @ rotation.flip(1)[:, :k].to(sym.dtype)
 
 
 def pca_projection(x: Tensor, width: int, cov: Tensor | None = None) -> Tensor:
