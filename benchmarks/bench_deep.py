@@ -7,6 +7,8 @@
   CIFAR-sized data, from its own log, and the same with a checkpoint every epoch (worst case for
   the background writer: one falling due while the last is being written waits for it, so the
   number written is printed too); each as a ratio to the bare step;
+- kNN monitor: one ``--monitor-every`` check timed, as a share of an epoch and of a run checking every 10 epochs;
+- variants (``--variants [NAME ...]``): the bare step of other networks and losses, as ratios to the default's;
 - anchor (``--anchor PATH``): the prototype ``peer_deep.py`` run in the same process tree, and
   our bare step as a ratio to its ``fast_bf16_compiled``.
 
@@ -33,11 +35,23 @@ from unittest import mock
 
 import torch
 
+from lpl.cli import knn_monitor
 from lpl.convnet import NetworkSpec
 from lpl.data.images import ImageSet
 from lpl.train.checkpoint import CheckpointFolder
 from lpl.train.deep import DeepConfig, DeepTrainer, schedule_for, train_deep
 
+# --variants: the bare step of other networks and objective settings, each as a ratio to the default's
+VARIANTS: dict[str, dict[str, Any]] = {
+    "vgg11, loss on full maps": {"loss_grid": [0]},
+    "vgg11, loss on 4x4 grids": {"loss_grid": [4]},
+    "vgg11, full maps, aligned": {"loss_grid": [0], "head": {"aligned": True}},
+    "vgg11, SimCLR": {"objective": "simclr"},
+    "vgg11, BYOL": {"objective": "byol"},
+    "wide3": {"network": "wide3"},
+    "wide3, loss on full maps": {"network": "wide3", "loss_grid": [0]},
+    "vgg6-wide": {"network": "vgg6-wide"},
+}
 PAIRS_PER_EPOCH = 50_000  # CIFAR-10's training set, for the 800-epoch estimate
 DENSE_BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense tensor-core FLOP/s (spec)
 
@@ -65,9 +79,10 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bare_step(images: torch.Tensor, warmup: int, steps: int, settings: dict[str, Any]) -> tuple[float, float | None]:
-    """Pairs/s of the training step alone after ``warmup`` steps, and the GPU memory it holds in GiB (CUDA graph
-    pools included)."""
+def bare_step(images: torch.Tensor, warmup: int, steps: int, settings: dict[str, Any]
+              ) -> tuple[float, float | None, DeepTrainer]:
+    """Pairs/s of the training step alone after ``warmup`` steps, the GPU memory it holds in GiB (CUDA graph
+    pools included), and the trainer."""
     config = DeepConfig(output_dir=tempfile.mkdtemp(), progress=False, **settings)
     device = torch.device(config.device)
     data = ImageSet(images, torch.zeros(len(images), dtype=torch.long))
@@ -81,7 +96,19 @@ def bare_step(images: torch.Tensor, warmup: int, steps: int, settings: dict[str,
         trainer.step()
     synchronize(device)
     memory = torch.cuda.max_memory_reserved(device) / 2**30 if device.type == "cuda" else None
-    return config.batch_size * steps / (time.perf_counter() - start), memory
+    return config.batch_size * steps / (time.perf_counter() - start), memory, trainer
+
+
+def monitor_seconds(trainer: DeepTrainer, images: torch.Tensor) -> float:
+    """Seconds of one ``--monitor-every`` check (features of 5,000 training and 1,000 test images, kNN-20 per
+    block), the second of two calls."""
+    data = ImageSet(images, torch.arange(len(images)) % 10)
+    for _ in range(2):
+        synchronize(trainer.device)
+        start = time.perf_counter()
+        trainer.monitor(knn_monitor, data, data)
+        synchronize(trainer.device)
+    return time.perf_counter() - start
 
 
 def default_run(data_file: Path, epochs: int, checkpoint_every: int, settings: dict[str, Any]
@@ -125,6 +152,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="eager step (no torch.compile)")
     parser.add_argument("--width", type=float, default=1.0, help="multiply VGG-11's channels by this")
     parser.add_argument("--images", type=int, default=62_500, help="random images, the first 80%% for training")
+    parser.add_argument("--variants", nargs="*", default=None, choices=list(VARIANTS),
+                        help="also the bare step of these networks and settings (no names: all)")
+    parser.add_argument("--no-runs", dest="runs", action="store_false", help="skip the default-run measurements")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -134,16 +164,29 @@ def main(argv: list[str] | None = None) -> None:
     print(f"device: {name}, torch {torch.__version__}", flush=True)
     images = torch.randint(0, 256, (args.images, 3, 32, 32), dtype=torch.uint8)
     train = len(images) * 4 // 5  # the training split of a data file
-    bare, memory = bare_step(images[:train], args.warmup, args.steps, settings)
+    bare, memory, trainer = bare_step(images[:train], args.warmup, args.steps, settings)
     flops, peak = flops_per_pair(DeepConfig(width=args.width).spec(3)), peak_flops(device)
     mfu = f"{bare * flops / peak:.1%} of dense bf16 peak" if peak else "peak unknown"
     held = f"GPU memory {memory:.1f} GiB" if memory is not None else "no GPU memory"
     print(f"bare step:        {bare:9.0f} pairs/s  {flops / 1e9:.2f} GFLOP/pair  MFU {mfu}  {held}  "
           f"800 epochs {800 * PAIRS_PER_EPOCH / bare / 60:.1f} min", flush=True)
+    check, epoch = monitor_seconds(trainer, images[:train]), PAIRS_PER_EPOCH / bare
+    print(f"kNN monitor:      {check:9.2f} s per check = {check / epoch:.1%} of an epoch at the bare step; "
+          f"--monitor-every 10: {check / (10 * epoch + check):.1%} of the run", flush=True)
+    del trainer
+    for label in VARIANTS if args.variants == [] else args.variants or []:
+        variant = {**settings, **VARIANTS[label]}
+        rate, memory, _ = bare_step(images[:train], args.warmup, args.steps, variant)
+        vflops = flops_per_pair(DeepConfig(**{k: v for k, v in variant.items() if k != "head"}).spec(3))
+        vmfu = f"MFU {rate * vflops / peak:.1%}" if peak else ""
+        print(f"  {label + ':':28s} {rate:9.0f} pairs/s  {vflops / 1e9:.2f} GFLOP/pair  {vmfu}  "
+              f"{rate / bare:.2f} of the default's pairs/s  800 epochs {800 * PAIRS_PER_EPOCH / rate / 60:.1f} min",
+              flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         data_file = Path(tmp) / "images.pt"
         torch.save({"images": images, "labels": torch.zeros(len(images), dtype=torch.long)}, data_file)
-        for label, every in (("default run", 0), ("checkpoint/epoch", max(1, train // args.batch_size))):
+        runs = (("default run", 0), ("checkpoint/epoch", max(1, train // args.batch_size))) if args.runs else ()
+        for label, every in runs:
             rate, wall, written = default_run(data_file, args.epochs, every, settings)
             print(f"{label + ':':17s} {rate:9.0f} pairs/s  ({rate / bare:.2f} of the bare step; "
                   f"{args.epochs} epochs in {wall:.0f} s wall incl. compile and exports; "
