@@ -232,3 +232,21 @@ def test_a_report_from_records_and_results_alone_describes_each_objective_in_its
 
     _, groups = plot_training_curves(log, tmp_path / "c.png", "c", terms_record(HEADS["byol"].terms, RUN_TERMS))
     assert groups == {"objective": ["loss", "byol"], "schedule": ["lr", "epoch"]}
+
+
+def test_a_short_network_beside_a_deep_one_keeps_all_blocks_in_its_column_and_each_data_set_its_answer(tmp_path):
+    """A 3-block run's spatial readout of all blocks goes under 'all blocks', never under 'layer 4'; runs on two
+    data sets get one answer each, with their own chance."""
+    grid = {"grid": 4, "initialisation": {"layers": [0.5] * 3, "all": 0.55, "features": [1024] * 4},
+            "trained": {"layers": [0.6, 0.62, 0.64], "all": 0.7, "features": [1024] * 4}}
+    deep = {"grid": 4, "initialisation": {"layers": [0.5] * 8, "all": 0.55, "features": [1024] * 9},
+            "trained": {"layers": [0.6] * 8, "all": 0.66, "features": [1024] * 9}}
+    write_run(tmp_path / "deep", "simclr", True, spatial=deep)
+    write_run(tmp_path / "short", "lpl", False, init=INIT[:3], readouts=[0.4, 0.5, 0.6], spatial=grid,
+              dataset="eth80", channels=[96, 384, 1536], pool_after=[1, 2, 3])
+    assert main(["report", str(tmp_path)]) == 0
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "| deep_lpl | 60.0 | 62.0 | 64.0 |  |  |  |  |  | 70.0 |" in markdown
+    answer = next(p for p in markdown.split("\n\n") if p.startswith("**Answer"))
+    assert answer.startswith("**Answer**, per data set. On **cifar10**: ") and "On **eth80**: " in answer
+    assert answer.count("Chance is 10.0%.") == 2  # both records name ten classes

@@ -210,7 +210,8 @@ def test_presets_set_defaults_that_flags_beside_them_replace():
     from lpl.config import parse_config
 
     config = parse_config(DeepConfig, ["--preset", "best-lpl"], "lpl train-deep", "")
-    assert (config.preset, config.network, config.loss_grid) == ("best-lpl", "wide3", [0])
+    assert (config.preset, config.network, config.loss_grid, config.epochs) == ("best-lpl", "wide3", [0], 300)
+    assert parse_config(DeepConfig, ["--preset", "best-lpl", "--epochs", "800"], "x", "").epochs == 800
     assert config.spec(3).channels == (96, 384, 1536) and config.spec(3).kernel_sizes == (5, 3, 3)
     config = parse_config(DeepConfig, ["--preset", "full-maps", "--loss-grid", "2", "--network", "wide3"], "x", "")
     assert (config.network, config.loss_grid) == ("wide3", [2])

@@ -107,7 +107,17 @@ def spatial(run: Run, stage: str) -> list[float]:
 
 def answer(runs: Sequence[Run], chance: float | None) -> str:
     """The best trained layer of each protocol against the same run's network at initialisation, read out the
-    same way, and chance."""
+    same way, and chance; one answer per data set where the runs use several."""
+    by_data: dict[str, list[Run]] = {}
+    for run in runs:
+        by_data.setdefault(run.dataset, []).append(run)
+    if len(by_data) > 1:
+        return "**Answer**, per data set. " + " ".join(
+            f"On **{data}**: {_best(group, chance_of(group))}" for data, group in by_data.items())
+    return "**Answer.** " + _best(runs, chance)
+
+
+def _best(runs: Sequence[Run], chance: float | None) -> str:
     parts = []
     protocols: dict[str, Callable[[Run, str], list[float]]] = {
         "globally pooled features (the paper's readout)": Run.readouts, "spatial readout": spatial}
@@ -120,7 +130,7 @@ def answer(runs: Sequence[Run], chance: float | None) -> str:
             versus = f" against {pct(start[layer - 1])}% for its random initialisation" if len(start) >= layer else ""
             parts.append(f"{protocol}: best is **{run.label}**, {where}, **{pct(value)}%**{versus}")
     text = "; ".join(parts)
-    return (f"**Answer.** {text[:1].upper()}{text[1:]}. " if parts else "") + (
+    return (f"{text[:1].upper()}{text[1:]}. " if parts else "") + (
         f"Chance is {pct(chance)}%." if chance else
         "Chance cannot be judged (the runs do not share a data set with two or more known classes).")
 
@@ -168,7 +178,7 @@ def readout_tables(runs: Sequence[Run], inits: Sequence[InitRow], extras: Extras
     layer (%), its CSV with wall time, device and participation ratios (fractions); and, where any run has
     it, the spatial readout's table of the same rows."""
     layers = max((len(r.readouts()) for r in runs), default=0)
-    width = max((len(spatial(r, "trained")) for r in runs), default=0)
+    width = max((len(spatial(r, "trained")) - 1 for r in runs), default=0)  # blocks read out spatially
 
     def wall(seconds: float | None, device: str | None) -> dict[str, Any]:
         return {"wall_s": seconds, "device": device or None,
@@ -180,8 +190,9 @@ def readout_tables(runs: Sequence[Run], inits: Sequence[InitRow], extras: Extras
         values = {f"layer{k}_readout": v for k, v in enumerate(first.readouts(name), 1)}
         values |= {f"layer{k}_participation_ratio": v
                    for k, v in enumerate(first.readouts(name, "participation_ratio"), 1)}
-        return values | {f"spatial{k}": v for k, v in enumerate(next(filter(None, (spatial(r, name) for r in group)),
-                                                                     []), 1)}
+        *layers, everything = next(filter(None, (spatial(r, name) for r in group)), [None])
+        return values | {f"spatial{k}": v for k, v in enumerate(layers, 1)} | (
+            {"spatial_all": everything} if layers else {})
 
     rows: list[dict[str, Any]] = [
         {"row": r.label, "folder": str(r.layout.root), "run": r.name, "objective": r.objective_name,
@@ -201,11 +212,11 @@ def readout_tables(runs: Sequence[Run], inits: Sequence[InitRow], extras: Extras
                Column("wall", "wall time", show=any(r.get("wall") for r in rows), csv=False),
                Column("wall_s", show=False), Column("device", show=False),
                *(Column(f"layer{k}_participation_ratio", show=False) for k in range(1, layers + 1)),
-               *(Column(f"spatial{k}", show=False) for k in range(1, width + 1)))
-    spatial_columns = (Column("row", "run"), *(Column(f"spatial{k}", f"layer {k}" if k < width else "all blocks",
-                                                      "pct") for k in range(1, width + 1)))
+               *(Column(f"spatial{k}", show=False) for k in range(1, width + 1)), Column("spatial_all", show=False))
+    spatial_columns = (Column("row", "run"), *(Column(f"spatial{k}", f"layer {k}", "pct") for k in range(1, width + 1)),
+                       Column("spatial_all", "all blocks", "pct"))
     return [Table(columns, tuple(rows))] + ([Table(spatial_columns, tuple(r for r in rows if "spatial1" in r))]
-                                            if width else [])
+                                            if width > 0 else [])
 
 
 def duration(seconds: float) -> str:

@@ -50,8 +50,9 @@ Monitor = Callable[[list[torch.Tensor], torch.Tensor, list[torch.Tensor], torch.
 # (CIFAR-10, 100 epochs, final layer: paper's readout / spatial readout of all layers):
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},  # the official protocol: VGG-11, loss on globally pooled outputs (50.2% / 56.0%)
-    "full-maps": {"loss_grid": [0]},  # VGG-11, loss on full feature maps (56.5% / 66.1%)
-    "best-lpl": {"network": "wide3", "loss_grid": [0]},  # the best layer-local LPL found (63.2% / 67.2%)
+    "full-maps": {"loss_grid": [0]},  # VGG-11, loss on full feature maps (56.5% / 66.1% at 100 epochs)
+    # the best layer-local LPL found: 3 wide blocks, full maps, 300 epochs (68.5% / 69.6%, 4 minutes on an H200)
+    "best-lpl": {"network": "wide3", "loss_grid": [0], "epochs": 300},
 }
 
 
