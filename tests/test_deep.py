@@ -101,7 +101,7 @@ def test_schedule_warms_up_then_decays():
     assert lr_at(config, 10, 100) == pytest.approx(1e-3) and lr_at(config, 100, 100) == pytest.approx(1e-6)
 
 
-def test_small_run_writes_results_for_initialisation_and_trained(tmp_path, small_shapes):
+def test_small_run_writes_results_for_initialisation_and_trained(tmp_path, small_shapes, capsys):
     out = tmp_path / "out"
     assert main(["train-deep", *SMALL, "--steps", "4", "--output-dir", str(out)]) == 0
     results = json.loads((out / "logs" / "deep_lpl_results.json").read_text())
@@ -116,6 +116,10 @@ def test_small_run_writes_results_for_initialisation_and_trained(tmp_path, small
     (out / "logs" / "deep_lpl_results.json").unlink()
     assert main(["readout", str(out), "--name", "deep_lpl", "--epochs", "2"]) == 0  # as --eval-epochs
     assert json.loads((out / "logs" / "deep_lpl_results.json").read_text()) == results
+    printed = capsys.readouterr().out  # the readouts themselves, not only where they are
+    layers = " ".join(f"{100 * e['readout']:.1f}" for e in results["trained"])
+    assert f"paper's readout, trained (layer 1 ..): {layers}" in printed
+    assert f"all blocks {100 * spatial['initialisation']['all']:.1f}" in printed
     assert main(["report", str(out), "--no-baselines"]) == 0
     markdown = (out / "report" / "report.md").read_text()
     assert markdown.index("## Linear readout per layer") < markdown.index("| deep_lpl | lpl | layer-local |")

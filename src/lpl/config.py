@@ -184,7 +184,7 @@ class RunOptions:
     keep_checkpoints: int = option(3, "how many recent checkpoints to keep")
     resume: bool = option(False, "continue from the latest good checkpoint of this run")
     overwrite: bool = option(False, "replace the outputs of an earlier run of the same name")
-    progress: bool = option(True, "show a progress bar")
+    progress: bool = option(True, "show a progress bar (when stderr is a terminal)")
     tensorboard: bool = option(False, "also write the log records as TensorBoard events to "
                                "<output-dir>/tensorboard/<name> (needs pip install 'lpl[tensorboard]')")
 
@@ -204,7 +204,7 @@ class TrainConfig(RunOptions):
     data_dir: str | None = option(None, "CIFAR-10 folder (default $LPL_DATA_DIR, else ./data)")
     download: bool = option(True, "download CIFAR-10 when it is not in --data-dir")
     image_size: int | None = option(None, "image folders: resize every image to N x N")
-    num_export: int = option(10000, "test samples whose activations are exported")
+    num_export: int = option(10000, "test samples whose activations are exported (at most as many as there are)")
     checkpoint_every: int = option(0, "steps between checkpoints besides --checkpoint-minutes (0: none); one "
                                    "falling due while the last is still being written follows once it is on disk")
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lpl.analysis.deep_report import deep_comparison
 from lpl.analysis.document import Heading, to_csv, to_markdown
@@ -137,5 +139,20 @@ def readout(config: ReadoutConfig) -> int:
     if not runs:
         raise LPLError(f"no deep runs in {config.output_dir}/logs; train one with lpl train-deep first")
     for run in runs:
-        print(f"{run.name}: {write_readouts(run.layout, config.epochs, config.device, config.grid)}")
+        path = write_readouts(run.layout, config.epochs, config.device, config.grid)
+        print(f"{run.name}: {path}", *readout_lines(json.loads(path.read_text())), sep="\n  ")
     return 0
+
+
+def readout_lines(results: dict[str, Any]) -> list[str]:
+    """The readouts of one results file in a few lines of % correct: per layer, then (spatial) all blocks."""
+    def pct(values: list[float]) -> str:
+        return " ".join(f"{100 * v:.1f}" for v in values)
+
+    lines = [f"paper's readout, {stage} (layer 1 ..): {pct([e['readout'] for e in results[stage]])}"
+             for stage in ("trained", "initialisation") if stage in results]
+    spatial = results.get("spatial", {})
+    lines += [f"spatial readout ({spatial['grid']}x{spatial['grid']}), {stage}: {pct(spatial[stage]['layers'])}; "
+              f"all blocks {pct([spatial[stage]['all']])}"
+              for stage in ("trained", "initialisation") if stage in spatial]
+    return lines or [results.get("note", "no readout")]

@@ -193,11 +193,13 @@ def keep_run_locks() -> Iterator[None]:
 
 def check_data(config: Any, train: ImageSet, test: ImageSet) -> None:
     """Settings that do not fit the data: a batch larger than the training set is an error; exporting more test
-    images than there are, or training on one class (probes and readouts then say nothing), a warning."""
+    images than there are (unless the default asked), or training on one class (probes and readouts then say
+    nothing), a warning."""
     if config.batch_size > len(train):
         raise LPLError(f"--batch-size {config.batch_size} is larger than the {len(train)} training images; use at "
                        f"most {len(train)}")
-    if config.num_export > len(test):
+    default = next(f.default for f in dataclasses.fields(config) if f.name == "num_export")
+    if config.num_export > len(test) and config.num_export != default:  # the default means "up to this many"
         warnings.warn(f"--num-export {config.num_export}: the test split has {len(test)} images; all of them are "
                       f"exported (the run record says how many)", stacklevel=2)
     if int(torch.unique(train.labels).numel()) < 2:
@@ -393,8 +395,8 @@ class TrainingRun:
     def steps(self) -> Iterator[int]:
         """Step numbers from the first one not yet done; checkpoints and stops between them."""
         schedule = self.schedule
-        bar = tqdm(total=schedule.steps, initial=self.start, disable=not self.config.progress,
-                   desc=self.layout.name, file=sys.stderr, dynamic_ncols=True)
+        bar = tqdm(total=schedule.steps, initial=self.start, desc=self.layout.name, file=sys.stderr,
+                   disable=None if self.config.progress else True, dynamic_ncols=True)  # None: on a terminal only
         self._last_log = (time.perf_counter(), self.start)
         last_checkpoint, due = time.monotonic(), False
         try:
