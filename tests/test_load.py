@@ -1,5 +1,5 @@
 """``lpl.load`` gives back what a run trained, from its record and safetensors alone: features of the loaded
-network equal the run's own exports, for dense, hierarchical and deep runs of every objective."""
+network equal the run's own exports, for dense, hierarchical and deep runs of every objective and the seed's BYOL."""
 
 import pytest
 import torch
@@ -31,6 +31,7 @@ def _exported(out, stem: str, tag: str = "after") -> list[torch.Tensor]:
     ("train-deep", ["--objective", "lpl"], "deep_lpl_activations"),
     ("train-deep", ["--objective", "byol"], "deep_byol_activations"),
     ("train-deep", ["--objective", "simclr", "--loss-grid", "2"], "deep_simclr_activations"),
+    ("train-byol", [], "byol_shapes_embeddings"),
 ])
 def test_loaded_networks_compute_the_exported_features(tmp_path, small_shapes, small_heads, command, flags, stem):
     out = tmp_path / "out"
@@ -38,7 +39,7 @@ def test_loaded_networks_compute_the_exported_features(tmp_path, small_shapes, s
     _, test = load_splits("shapes")
     for tag in ("before", "after"):
         net = lpl.load(out, stage=tag)
-        assert not net.training and net.record["network"]["kind"] in ("conv", "dense")
+        assert not net.training and net.record["network"]["kind"] in ("conv", "dense", "small-byol")
         features = lpl.features(net, test.images[:40])
         exported = _exported(out, stem, tag)
         assert len(features) == len(exported)

@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lpl.convnet import ConvNet, NetworkSpec
 from lpl.data.images import to_unit_float
 from lpl.layout import TAGS, RunLayout, load_tensors, read_record, run_records
+from lpl.small_byol import Backbone
 from lpl.validation import LPLError
 
 
@@ -61,6 +63,8 @@ def build_network(description: dict[str, Any]) -> nn.Module:
         from lpl.layers import DenseLPLStack
 
         return DenseLPLStack(description["dims"], seed=0)
+    if kind == "small-byol":  # lpl train-byol: the online backbone, whose L2-normalised output is exported
+        return Backbone(description["input"]["channels"])
     raise LPLError(f"a run record describes a network of kind {kind!r}, which lpl.load does not know")
 
 
@@ -70,7 +74,8 @@ def features(model: nn.Module, images: Tensor, layers: Sequence[int] | None = No
     """Features of ``images`` (N, C, H, W) for every layer (or the 1-based ``layers``), float32 on the CPU.
 
     Conv networks: each block's output average-pooled to at most ``grid`` x ``grid`` positions and flattened
-    (``grid=1``: global pooling, as the exports and the paper's readout); dense stacks: each layer's output.
+    (``grid=1``: global pooling, as the exports and the paper's readout); dense stacks: each layer's output;
+    the seed's BYOL (``lpl train-byol``): its backbone's L2-normalised output, one layer.
     """
     if images.ndim != 4:
         raise LPLError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
@@ -80,6 +85,8 @@ def features(model: nn.Module, images: Tensor, layers: Sequence[int] | None = No
         x = to_unit_float(part.to(device))
         if isinstance(model, ConvNet):
             out = model.pooled_features(x, grid)
+        elif isinstance(model, Backbone):
+            out = [F.normalize(model(x), dim=1)]
         else:
             out = model.representations(x.flatten(1))  # type: ignore[operator]
         chunks.append([f.float().cpu() for f in out])

@@ -16,7 +16,7 @@ from lpl.data import load_splits
 from lpl.data.images import ImageSet, to_unit_float
 from lpl.data.pairs import PairStream
 from lpl.io import atomic_torch_save, atomic_write_json
-from lpl.layout import RunLayout, describe_data, save_export
+from lpl.layout import RunLayout, describe_data, save_export, save_tensors
 from lpl.small_byol import BYOL
 from lpl.terms import RUN_TERMS, Term, terms_record
 from lpl.train.run import RunResult, Schedule, StateGroup, TrainingRun, check_data, check_output_dir
@@ -98,6 +98,7 @@ def train_byol(config: BYOLConfig) -> RunResult:
         model.eval()
         save_export(layout.activation_file(tag), [model.embed(test_images).float().cpu()], test_labels,
                     rows=test.head(config.num_export))
+        save_tensors(model.backbone.state_dict(), layout.network_file(tag))  # what lpl.load rebuilds
         if tag == "after":
             atomic_torch_save(model.state_dict(), layout.weights_file)
             atomic_write_json({"config": vars(config), "steps": history}, history_file)
