@@ -114,10 +114,6 @@ def to_markdown(blocks: Sequence[Block]) -> str:
     return "\n\n".join(out) + "\n"
 
 
-def _data_uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-
-
 def to_html(blocks: Sequence[Block], title: str) -> str:
     """One HTML page with every figure embedded; it loads nothing from anywhere."""
     out = []
@@ -135,9 +131,9 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
                                             for c, n in zip(row, numeric)) + "</tr>" for row in rows)
             out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         else:
-            caption = _inline_html(block.caption)
-            out.append(f'<figure><img src="{_data_uri(block.path)}" alt="{html.escape(block.caption)}">'
-                       f"<figcaption>{caption}</figcaption></figure>")
+            png = base64.b64encode(block.path.read_bytes()).decode("ascii")
+            out.append(f'<figure><img src="data:image/png;base64,{png}" alt="{html.escape(block.caption)}">'
+                       f"<figcaption>{_inline_html(block.caption)}</figcaption></figure>")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{CSS}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
 
