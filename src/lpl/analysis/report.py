@@ -288,10 +288,9 @@ def _curves(run: Run, report: Path) -> list[Block]:
     out: list[Block] = [Paragraph(f"Training log: {text}.")]
     if drawn := figures.plot_training_curves(logged, report / f"{run.name}_curves.png",
                                              f"{run.label}: training curves", terms):
-        names = [n for group in drawn[1].values() for n in group]
-        notes = [f"**{n}**: " + (f"{terms[n]['meaning']}" + (f"; it {terms[n]['should']}" if terms[n].get("should")
-                                                              else "") if n in terms else "not described by the run "
-                                                                                          "record") for n in names]
+        notes = [f"**{n}**: " + (terms[n]["meaning"] + (f"; it {terms[n]['should']}" if terms[n].get("should") else "")
+                                 if n in terms else "not described by the run record")
+                 for group in drawn[1].values() for n in group]
         out += [Figure(drawn[0], f"{run.label}: logged quantities against the training step, grouped as the run "
                                  "record groups them, a line per layer for terms logged per layer."),
                 Paragraph("What each quantity is and should do during training (from the run record):"),

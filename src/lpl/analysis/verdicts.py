@@ -160,10 +160,9 @@ def best_sentences(rows: Sequence[Row], tol: float = MIN_TOLERANCE, chance: floa
     return out
 
 
-def _pairs(rows: Sequence[Row]) -> list[tuple[Row, Row]]:
-    before = {(r.source, r.layer, r.data): r for r in rows if r.stage == "before"}
-    return [(before[(r.source, r.layer, r.data)], r) for r in rows
-            if r.trained and (r.source, r.layer, r.data) in before]
+def _untrained(rows: Sequence[Row]) -> dict[tuple[str, str, str], Row]:
+    """The untrained row of each run, layer and data set."""
+    return {(r.source, r.layer, r.data): r for r in rows if r.stage == "before"}
 
 
 def _versus(a: Row, b: Row, tol: float, probes: Mapping[str, str]) -> str:
@@ -180,7 +179,9 @@ def training_sentences(rows: Sequence[Row], tol: float = MIN_TOLERANCE,
                        probes: Mapping[str, str] = PROBES) -> list[str]:
     """Per trained row with an untrained twin: on which probes training made it better, worse or no different."""
     out = []
-    for before, after in _pairs(rows):
+    untrained = _untrained(rows)
+    for after in (r for r in rows if r.trained and (r.source, r.layer, r.data) in untrained):
+        before = untrained[(after.source, after.layer, after.data)]
         extra = [f"{name} {before.values[k]:{fmt}} → {after.values[k]:{fmt}}"
                  for k, name, fmt in (("participation_ratio", "participation ratio", ".1f"),
                                       ("collapsed_units", "collapsed units", ".0f"))
@@ -204,12 +205,9 @@ def baseline_sentences(rows: Sequence[Row], tol: float = MIN_TOLERANCE,
 
 
 def collapse_sentences(rows: Sequence[Row], threshold: float = COLLAPSE_FRACTION) -> list[str]:
-    """Trained rows with more than ``threshold`` of their units collapsed, judged against the untrained state.
-
-    Flagged (``COLLAPSED: ...``) only when training pushed the collapsed fraction past ``threshold`` (or
-    when there is no untrained state); when it was past it before training, a sentence says so instead.
-    """
-    before = {(r.source, r.layer, r.data): r for r in rows if r.stage == "before"}
+    """Trained rows with more than ``threshold`` of their units collapsed: ``COLLAPSED`` when training pushed them
+    past it (or there is no untrained state), else a sentence that they were past it before training."""
+    before = _untrained(rows)
     out = []
     for row in rows:
         if not row.trained or row.values.get("collapsed_fraction", 0.0) <= threshold:
