@@ -87,8 +87,7 @@ def analyze(config: AnalyzeConfig) -> int:
         raise LPLError("lpl analyze needs export files (activations/*_after.pt)")
     runs = find_runs(config.files)
     rows = evaluate_runs(runs, config.baselines, *config.views())
-    blocks = results_blocks(runs, rows)
-    print(to_markdown(blocks))
+    print(to_markdown(results_blocks(runs, rows)))
     if config.csv:
         atomic_write_text(to_csv(rows_table(rows)), Path(config.csv))
     return 0

@@ -89,8 +89,8 @@ def _inline_html(text: str) -> str:
     return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
+def _markdown_row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
 
 def to_markdown(blocks: Sequence[Block]) -> str:
@@ -105,10 +105,8 @@ def to_markdown(blocks: Sequence[Block]) -> str:
             out.append("\n".join(f"- {item}" for item in block.items))
         elif isinstance(block, Table):
             headers, rows, numeric = block.shown()
-            lines = ["| " + " | ".join(map(_cell, headers)) + " |",
-                     "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
-            lines += ["| " + " | ".join(map(_cell, row)) + " |" for row in rows]
-            out.append("\n".join(lines))
+            rule = "|" + "|".join("---:" if n else "---" for n in numeric) + "|"
+            out.append("\n".join([_markdown_row(headers), rule, *map(_markdown_row, rows)]))
         else:
             out.append(f"![{block.caption}]({block.path.name})\n\n*{block.caption}*")
     return "\n\n".join(out) + "\n"
