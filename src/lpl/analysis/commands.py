@@ -13,6 +13,7 @@ from lpl.analysis.evaluate import GAPS, Views
 from lpl.analysis.readout import write_readouts
 from lpl.analysis.report import evaluate_runs, results_blocks, rows_table, write_report
 from lpl.analysis.runs import find_runs
+from lpl.analysis.verdicts import pct
 from lpl.config import check_device, check_fields, option
 from lpl.io import atomic_write_text
 from lpl.validation import LPLError
@@ -86,8 +87,7 @@ def analyze(config: AnalyzeConfig) -> int:
         raise LPLError("lpl analyze needs export files (activations/*_after.pt)")
     runs = find_runs(config.files)
     rows = evaluate_runs(runs, config.baselines, *config.views())
-    blocks = results_blocks(runs, rows)
-    print(to_markdown(blocks))
+    print(to_markdown(results_blocks(runs, rows)))
     if config.csv:
         atomic_write_text(to_csv(rows_table(rows)), Path(config.csv))
     return 0
@@ -108,8 +108,8 @@ def compare(config: CompareConfig) -> int:
     if not exports and pending and not deep:
         raise LPLError(f"{', '.join(pending)} are deep runs without readouts; fit them with lpl readout <folder>")
     if deep:
-        notes = [f"`{r.label}`: " + r.results.get("note", "no readouts of a trained network (an unfinished run, or "
-                                                          "not a deep run)") + "; left out" for r in runs if not r.deep]
+        unread = "no readouts of a trained network (an unfinished run, or not a deep run)"
+        notes = [f"`{r.label}`: {r.results.get('note', unread)}; left out" for r in runs if not r.deep]
         blocks, table = deep_comparison(deep, Path(f"{config.output}.png"), notes)
         title = "Comparison of deep runs: "
     elif rows := evaluate_runs(runs, config.baselines):
@@ -127,6 +127,7 @@ def compare(config: CompareConfig) -> int:
 
 
 def report(config: ReportConfig) -> int:
+    """``report/report.md`` and ``report.html`` of an output folder."""
     path = write_report(config.output_dir, config.baselines, *config.views())
     print(f"report: {path} and {path.with_suffix('.html')}")
     return 0
@@ -146,13 +147,10 @@ def readout(config: ReadoutConfig) -> int:
 
 def readout_lines(results: dict[str, Any]) -> list[str]:
     """The readouts of one results file in a few lines of % correct: per layer, then (spatial) all blocks."""
-    def pct(values: list[float]) -> str:
-        return " ".join(f"{100 * v:.1f}" for v in values)
-
-    lines = [f"paper's readout, {stage} (layer 1 ..): {pct([e['readout'] for e in results[stage]])}"
+    lines = [f"paper's readout, {stage} (layer 1 ..): {' '.join(pct(e['readout']) for e in results[stage])}"
              for stage in ("trained", "initialisation") if stage in results]
     spatial = results.get("spatial", {})
-    lines += [f"spatial readout ({spatial['grid']}x{spatial['grid']}), {stage}: {pct(spatial[stage]['layers'])}; "
-              f"all blocks {pct([spatial[stage]['all']])}"
+    lines += [f"spatial readout ({spatial['grid']}x{spatial['grid']}), {stage}: "
+              f"{' '.join(map(pct, spatial[stage]['layers']))}; all blocks {pct(spatial[stage]['all'])}"
               for stage in ("trained", "initialisation") if stage in spatial]
     return lines or [results.get("note", "no readout")]

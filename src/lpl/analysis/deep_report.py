@@ -6,7 +6,7 @@ run yet and published values (``Extras``)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,9 +119,8 @@ def answer(runs: Sequence[Run], chance: float | None) -> str:
 
 def _best(runs: Sequence[Run], chance: float | None) -> str:
     parts = []
-    protocols: dict[str, Callable[[Run, str], list[float]]] = {
-        "globally pooled features (the paper's readout)": Run.readouts, "spatial readout": spatial}
-    for protocol, get in protocols.items():
+    for protocol, get in (("globally pooled features (the paper's readout)", Run.readouts),
+                          ("spatial readout", spatial)):
         if trained := [(run, k, v) for run in runs for k, v in enumerate(get(run, "trained"), 1)]:
             run, layer, value = max(trained, key=lambda e: e[2])
             start = get(run, "initialisation")
@@ -186,10 +185,8 @@ def readout_tables(runs: Sequence[Run], inits: Sequence[InitRow], extras: Extras
 
     def stage(group: Sequence[Run], name: str) -> dict[str, Any]:
         """The readouts of the first run of ``group``, the spatial ones of the first that has them."""
-        first = group[0]
-        values = {f"layer{k}_readout": v for k, v in enumerate(first.readouts(name), 1)}
-        values |= {f"layer{k}_participation_ratio": v
-                   for k, v in enumerate(first.readouts(name, "participation_ratio"), 1)}
+        values = {f"layer{k}_{key}": v for key in ("readout", "participation_ratio")
+                  for k, v in enumerate(group[0].readouts(name, key), 1)}
         *layers, everything = next(filter(None, (spatial(r, name) for r in group)), [None])
         return values | {f"spatial{k}": v for k, v in enumerate(layers, 1)} | (
             {"spatial_all": everything} if layers else {})
@@ -261,10 +258,11 @@ def deep_comparison(runs: Sequence[Run], figure: Path, notes: Sequence[str] = ()
     notes = [*_init_notes(runs, inits), *notes]
     spatial_blocks: list[Block] = [Paragraph(
         f"Spatial readout: every block's output average-pooled to at most {grid}×{grid} positions and flattened, "
-        f"each block alone and all blocks concatenated, fitted and scored as above."), tables[-1]]
+        f"each block alone and all blocks concatenated, fitted and scored as above."),
+        *tables[1:]] if len(tables) > 1 else []
     return [Heading(extras.title), Paragraph(answer(runs, chance)),
             Paragraph("Globally pooled features (the paper's readout), % correct, trained and at initialisation:"),
-            tables[0], *(spatial_blocks if len(tables) > 1 else []),
+            tables[0], *spatial_blocks,
             Paragraph(_setup(runs, tol, extras.varied)), *([Bullets(tuple(notes))] if notes else []),
             Paragraph("**What the runs are** (from their run records):"),
             Bullets(tuple(f"**{r.label}**: {r.method()}; {r.network()}; {describe_data(r)}; {r.schedule()}"

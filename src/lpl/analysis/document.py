@@ -89,8 +89,8 @@ def _inline_html(text: str) -> str:
     return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
+def _markdown_row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
 
 def to_markdown(blocks: Sequence[Block]) -> str:
@@ -105,17 +105,11 @@ def to_markdown(blocks: Sequence[Block]) -> str:
             out.append("\n".join(f"- {item}" for item in block.items))
         elif isinstance(block, Table):
             headers, rows, numeric = block.shown()
-            lines = ["| " + " | ".join(map(_cell, headers)) + " |",
-                     "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
-            lines += ["| " + " | ".join(map(_cell, row)) + " |" for row in rows]
-            out.append("\n".join(lines))
+            rule = "|" + "|".join("---:" if n else "---" for n in numeric) + "|"
+            out.append("\n".join([_markdown_row(headers), rule, *map(_markdown_row, rows)]))
         else:
             out.append(f"![{block.caption}]({block.path.name})\n\n*{block.caption}*")
     return "\n\n".join(out) + "\n"
-
-
-def _data_uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
 def to_html(blocks: Sequence[Block], title: str) -> str:
@@ -135,9 +129,9 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
                                             for c, n in zip(row, numeric)) + "</tr>" for row in rows)
             out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         else:
-            caption = _inline_html(block.caption)
-            out.append(f'<figure><img src="{_data_uri(block.path)}" alt="{html.escape(block.caption)}">'
-                       f"<figcaption>{caption}</figcaption></figure>")
+            png = base64.b64encode(block.path.read_bytes()).decode("ascii")
+            out.append(f'<figure><img src="data:image/png;base64,{png}" alt="{html.escape(block.caption)}">'
+                       f"<figcaption>{_inline_html(block.caption)}</figcaption></figure>")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{CSS}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
 

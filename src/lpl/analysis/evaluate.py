@@ -187,9 +187,8 @@ def baselines(inputs: ImageSet, widths: list[int], sequences: Sequences | None =
 
 def baseline_cache_file(config: dict[str, Any], inputs: ImageSet, widths: list[int],
                         sequences: Sequences | None = None) -> Path:
-    """Where the baselines of these inputs live on disk: keyed by all they are computed from, a hash of every
-    input image and label (``tensor_digest``), ``frames``, ``widths`` and the sequences with their settings, so
-    inputs that change in any pixel (a rebuilt image cache, an edited data set) never reuse a stale entry."""
+    """Where the baselines of these inputs live on disk, keyed by all they are computed from (every image and
+    label, ``frames``, ``widths``, the sequences and their settings): changed inputs never reuse a stale entry."""
     views = None if sequences is None else [asdict(sequences.views), tensor_digest(
         sequences.sequence, sequences.frame, *([] if sequences.objects is None else [sequences.objects]))]
     key = {"version": BASELINE_CACHE_VERSION, "widths": widths, "frames": inputs.frames,
@@ -220,9 +219,8 @@ def cached_baselines(config: dict[str, Any], inputs: ImageSet, widths: list[int]
 
 def analyze_file(path: str | Path, config: dict[str, Any] | None = None, with_baselines: bool = True,
                  views: Views = Views(), cache: dict[tuple, list[Evaluation]] | None = None) -> list[Evaluation]:
-    """Evaluate every representation of a file, before and after training when both exist, and the baselines
-    on the run's own exported test images (its ``config`` says which), once per data set (kept on disk:
-    ``cached_baselines``; ``cache`` shares them in memory too). ``views``: the invariance measures' settings."""
+    """Evaluate every representation of a file, before and after training, and the baselines on the run's own
+    exported test images (``config`` says which; computed once per data set: ``cached_baselines``, ``cache``)."""
     runs = {tag: load_representations(p) for tag, p in before_after(path).items()}
     stem, reference = run_stem(path), next(iter(runs.values()))
     sequences, inputs = sequences_of(reference, views), inputs_of(config)

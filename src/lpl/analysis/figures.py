@@ -83,11 +83,10 @@ def plot_layer_comparison(runs: Mapping[str, Sequence[float]], init: Mapping[str
                           title: str, ylabel: str = "linear readout accuracy (%)", percent: bool = True,
                           chance: float | None = None, inputs: Mapping[str, float] | None = None,
                           published: Mapping[str, float] | None = None) -> Path:
-    """A value per layer: a solid line per run (``{label: value per layer}``), a dashed line per random
-    initialisation; with ``percent`` the fractions are drawn as %. Optional: chance (dotted), the readout of
-    the raw input (``{label: fraction}``, dash-dotted across) and published final-layer values (``{label: %}``,
-    stars right of the last layer, in the colour of the line of that label). Values that span more than a
-    factor of ten on a non-percent axis get a log axis."""
+    """A value per layer: a solid line per run, a dashed one per random initialisation (``{label: values}``,
+    fractions drawn as % with ``percent``, else a log axis where they span more than a factor of ten); chance
+    dotted, input readouts (``{label: fraction}``) dash-dotted, published final-layer values (``{label: %}``)
+    as stars right of the last layer in the colour of their line."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8.5, 4.6))
     scale = 100.0 if percent else 1.0

@@ -1,16 +1,11 @@
-"""Linear readouts of a deep run, with two protocols, at initialisation and trained.
+"""Linear readouts of a deep run, at initialisation (random convolutions read out spatially are a strong
+baseline) and trained, with two protocols:
 
-- **paper** (the LPL paper's evaluation): a deep run exports, before and after training, every block's
-  globally pooled features of the test images and of ``--eval-train`` training images
-  (``lpl.layout``). For each layer a logistic-regression readout (official protocol: Adam 1e-3,
-  20 epochs, batch 512, standardised frozen features) is fitted on the training features and scored
-  on the test features; the participation ratio and the mean activation go beside it.
-- **spatial** (the layer-local frontier's): every block's output average-pooled to at most g x g
-  positions and flattened, read out alone and all blocks concatenated, with the same regression. Its
-  features are computed from the saved networks (``lpl.load``), not exported.
-
-Both protocols read out the network at initialisation too: random convolutions read out spatially
-are a strong baseline, so a table always shows both rows.
+- **paper** (the LPL paper's): for each block, a logistic regression (Adam 1e-3, 20 epochs, batch 512,
+  standardised frozen features) fitted on the exported globally pooled features of ``--eval-train`` training
+  images and scored on those of the test images; the participation ratio and mean activation beside it.
+- **spatial** (the layer-local frontier's): every block's output average-pooled to at most g x g positions and
+  flattened, alone and all blocks concatenated, the same regression; computed from the saved networks.
 """
 
 from __future__ import annotations
@@ -41,12 +36,9 @@ def _seeded_linear(in_features: int, out_features: int, seed: int) -> torch.nn.L
 def linear_readouts(train_layers: list[torch.Tensor], train_y: torch.Tensor, test_layers: list[torch.Tensor],
                     test_y: torch.Tensor, epochs: int = 20, batch: int = 512, lr: float = 1e-3,
                     seed: int = 0) -> list[float]:
-    """Test accuracy of a logistic-regression readout of each layer's standardised frozen features
-    (official protocol: Adam, ``epochs`` passes in minibatches of ``batch``).
-
-    All layers are trained in one loop on the same minibatches; as each layer has its own
-    parameters and Adam is per-parameter, that is exactly one readout per layer, in 1/L the steps.
-    """
+    """Test accuracy of a logistic-regression readout of each layer's standardised frozen features (Adam,
+    ``epochs`` passes in minibatches of ``batch``). All layers train in one loop on the same minibatches: with
+    their own parameters and a per-parameter Adam, that is exactly one readout per layer, in 1/L the steps."""
     device = train_layers[0].device
     classes = int(max(train_y.max(), test_y.max())) + 1
     stats = [(x.mean(0), x.std(0) + 1e-6) for x in train_layers]
@@ -100,10 +92,9 @@ def spatial_readouts(layout: RunLayout, config: dict[str, Any], grid: int, epoch
         if not layout.network_file(tag).is_file():
             continue
         net = load(layout.root, layout.name, tag, device)
-        train_x = [x.to(device) for x in features(net, train.images[:train_count], grid=grid)]
-        test_x = [x.to(device) for x in features(net, test.images[:test_count], grid=grid)]
-        train_x.append(torch.cat(train_x, 1))
-        test_x.append(torch.cat(test_x, 1))
+        train_x, test_x = ([x.to(device) for x in features(net, images, grid=grid)]
+                           for images in (train.images[:train_count], test.images[:test_count]))
+        train_x, test_x = [*train_x, torch.cat(train_x, 1)], [*test_x, torch.cat(test_x, 1)]  # and all blocks
         accuracies = linear_readouts(train_x, train.labels[:train_count].to(device), test_x,
                                      test.labels[:test_count].to(device), epochs)
         out[stage] = {"layers": accuracies[:-1], "all": accuracies[-1], "features": [x.shape[1] for x in test_x]}

@@ -12,20 +12,9 @@ from pathlib import Path
 
 import torch
 
-from lpl.analysis import figures, verdicts
+from lpl.analysis import document, figures, verdicts
 from lpl.analysis.deep_report import deep_comparison
-from lpl.analysis.document import (
-    Block,
-    Bullets,
-    Column,
-    Figure,
-    Heading,
-    Paragraph,
-    Table,
-    to_csv,
-    to_html,
-    to_markdown,
-)
+from lpl.analysis.document import Block, Bullets, Column, Figure, Heading, Paragraph, Table
 from lpl.analysis.evaluate import Evaluation, Views, analyze_file, load_representations
 from lpl.analysis.probes import probe_split
 from lpl.analysis.runs import Run, describe_data, find_runs
@@ -233,14 +222,14 @@ def write_report(output_dir: str | Path, with_baselines: bool = True, views: Vie
     if deep := [r for r in runs if r.deep]:
         deep_blocks, table = deep_comparison(deep, report / "deep_runs_readout.png")
         blocks += deep_blocks
-        atomic_write_text(to_csv(table), report / "deep_runs.csv")
+        atomic_write_text(document.to_csv(table), report / "deep_runs.csv")
     if rows := evaluate_runs(runs, with_baselines, views, asked):
         blocks += [Heading("Representations on the exported test images"), *results_blocks(runs, rows, report)]
-        atomic_write_text(to_csv(rows_table(rows)), report / "comparison.csv")
+        atomic_write_text(document.to_csv(rows_table(rows)), report / "comparison.csv")
     for run in runs:
         blocks += _run_section(run, report)
-    atomic_write_text(to_markdown(blocks), report / "report.md")
-    atomic_write_text(to_html(blocks, f"LPL report: {root}"), report / "report.html")
+    atomic_write_text(document.to_markdown(blocks), report / "report.md")
+    atomic_write_text(document.to_html(blocks, f"LPL report: {root}"), report / "report.html")
     return report / "report.md"
 
 
@@ -299,10 +288,9 @@ def _curves(run: Run, report: Path) -> list[Block]:
     out: list[Block] = [Paragraph(f"Training log: {text}.")]
     if drawn := figures.plot_training_curves(logged, report / f"{run.name}_curves.png",
                                              f"{run.label}: training curves", terms):
-        names = [n for group in drawn[1].values() for n in group]
-        notes = [f"**{n}**: " + (f"{terms[n]['meaning']}" + (f"; it {terms[n]['should']}" if terms[n].get("should")
-                                                              else "") if n in terms else "not described by the run "
-                                                                                          "record") for n in names]
+        notes = [f"**{n}**: " + (terms[n]["meaning"] + (f"; it {terms[n]['should']}" if terms[n].get("should") else "")
+                                 if n in terms else "not described by the run record")
+                 for group in drawn[1].values() for n in group]
         out += [Figure(drawn[0], f"{run.label}: logged quantities against the training step, grouped as the run "
                                  "record groups them, a line per layer for terms logged per layer."),
                 Paragraph("What each quantity is and should do during training (from the run record):"),

@@ -19,9 +19,7 @@ ROUNDING = 1e-12
 
 def tolerance(test_samples: int | None) -> float:
     """Ties below ``max(0.005, 0.5 / sqrt(n))``: the largest standard error of an accuracy on n test samples."""
-    if not test_samples:
-        return MIN_TOLERANCE
-    return max(MIN_TOLERANCE, 0.5 / math.sqrt(test_samples))
+    return max(MIN_TOLERANCE, 0.5 / math.sqrt(test_samples)) if test_samples else MIN_TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -53,9 +51,7 @@ class Row:
 
     @property
     def label(self) -> str:
-        if self.stage == "baseline":
-            return self.source
-        return f"{self.unit}, {'trained' if self.trained else 'untrained'}"
+        return self.source if self.stage == "baseline" else f"{self.unit}, {'trained' if self.trained else 'untrained'}"
 
     @property
     def full_label(self) -> str:
@@ -164,10 +160,9 @@ def best_sentences(rows: Sequence[Row], tol: float = MIN_TOLERANCE, chance: floa
     return out
 
 
-def _pairs(rows: Sequence[Row]) -> list[tuple[Row, Row]]:
-    before = {(r.source, r.layer, r.data): r for r in rows if r.stage == "before"}
-    return [(before[(r.source, r.layer, r.data)], r) for r in rows
-            if r.trained and (r.source, r.layer, r.data) in before]
+def _untrained(rows: Sequence[Row]) -> dict[tuple[str, str, str], Row]:
+    """The untrained row of each run, layer and data set."""
+    return {(r.source, r.layer, r.data): r for r in rows if r.stage == "before"}
 
 
 def _versus(a: Row, b: Row, tol: float, probes: Mapping[str, str]) -> str:
@@ -184,7 +179,9 @@ def training_sentences(rows: Sequence[Row], tol: float = MIN_TOLERANCE,
                        probes: Mapping[str, str] = PROBES) -> list[str]:
     """Per trained row with an untrained twin: on which probes training made it better, worse or no different."""
     out = []
-    for before, after in _pairs(rows):
+    untrained = _untrained(rows)
+    for after in (r for r in rows if r.trained and (r.source, r.layer, r.data) in untrained):
+        before = untrained[(after.source, after.layer, after.data)]
         extra = [f"{name} {before.values[k]:{fmt}} → {after.values[k]:{fmt}}"
                  for k, name, fmt in (("participation_ratio", "participation ratio", ".1f"),
                                       ("collapsed_units", "collapsed units", ".0f"))
@@ -194,13 +191,6 @@ def training_sentences(rows: Sequence[Row], tol: float = MIN_TOLERANCE,
     return out
 
 
-def baselines_of(row: Row, rows: Sequence[Row]) -> list[Row]:
-    """The baselines ``row`` is judged against: same data and width, and the row's run among theirs (if they
-    name any)."""
-    return [b for b in rows if b.stage == "baseline" and b.data == row.data and (not b.runs or row.source in b.runs)
-            and b.values.get("units") == row.values.get("units")]
-
-
 def versus_sentence(row: Row, base: Row, tol: float = MIN_TOLERANCE, probes: Mapping[str, str] = PROBES) -> str:
     """``X vs Y: better on kNN-20 (0.334 vs 0.266); tie on ...; worse on ...``."""
     return f"{row.label} vs {base.label}: {_versus(row, base, tol, probes)}."
@@ -208,17 +198,16 @@ def versus_sentence(row: Row, base: Row, tol: float = MIN_TOLERANCE, probes: Map
 
 def baseline_sentences(rows: Sequence[Row], tol: float = MIN_TOLERANCE,
                        probes: Mapping[str, str] = PROBES) -> list[str]:
-    """Every trained row against each of its baselines."""
-    return [versus_sentence(r, b, tol, probes) for r in rows if r.trained for b in baselines_of(r, rows)]
+    """Every trained row against each baseline of its data and width whose runs (if it names any) include its own."""
+    return [versus_sentence(r, b, tol, probes) for r in rows if r.trained for b in rows
+            if b.stage == "baseline" and b.data == r.data and (not b.runs or r.source in b.runs)
+            and b.values.get("units") == r.values.get("units")]
 
 
 def collapse_sentences(rows: Sequence[Row], threshold: float = COLLAPSE_FRACTION) -> list[str]:
-    """Trained rows with more than ``threshold`` of their units collapsed, judged against the untrained state.
-
-    Flagged (``COLLAPSED: ...``) only when training pushed the collapsed fraction past ``threshold`` (or
-    when there is no untrained state); when it was past it before training, a sentence says so instead.
-    """
-    before = {(r.source, r.layer, r.data): r for r in rows if r.stage == "before"}
+    """Trained rows with more than ``threshold`` of their units collapsed: ``COLLAPSED`` when training pushed them
+    past it (or there is no untrained state), else a sentence that they were past it before training."""
+    before = _untrained(rows)
     out = []
     for row in rows:
         if not row.trained or row.values.get("collapsed_fraction", 0.0) <= threshold:
@@ -274,14 +263,9 @@ def _per_layer(values: Sequence[float], start: Sequence[float], tol: float) -> s
 
 def deep_sentences(trained: Mapping[str, Sequence[float]], init: Mapping[str, Sequence[float]],
                    tol: float = MIN_TOLERANCE, init_label: Mapping[str, str] | None = None) -> list[str]:
-    """Sentences on deep runs' per-layer linear readouts (fractions, layer 1 first).
-
-    ``trained``: run -> readout per layer; ``init``: run -> the readout per layer of its network at random
-    initialisation (runs without one are left out of that comparison); ``init_label``: run -> the name of
-    its initialisation row (default ``the random initialisation``). Differences up to ``tol`` are ties.
-    Sentences: the best run at the final layer, the best run at its best layer with every run's best
-    layer, and each run against its random initialisation at the final layer and layer by layer.
-    """
+    """Sentences on deep runs' readouts per layer (run -> fractions, layer 1 first): the best run at the final
+    layer and at its best layer, every run's best layer, and each run against its random initialisation
+    (``init``; ``init_label`` names it) at the final layer and layer by layer. Differences up to ``tol`` are ties."""
     runs = {run: list(values) for run, values in trained.items() if values}
     if not runs:
         return []
