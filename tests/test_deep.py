@@ -216,6 +216,9 @@ def test_presets_set_defaults_that_flags_beside_them_replace():
     config = parse_config(DeepConfig, ["--preset", "best-lpl"], "lpl train-deep", "")
     assert (config.preset, config.network, config.loss_grid, config.epochs) == ("best-lpl", "wide3", [0], 300)
     assert parse_config(DeepConfig, ["--preset", "best-lpl", "--epochs", "800"], "x", "").epochs == 800
+    from lpl.train.deep import preset_help  # --help says what each preset sets
+
+    assert "best-lpl (--network wide3 --loss-grid 0 --epochs 300)" in preset_help()
     assert config.spec(3).channels == (96, 384, 1536) and config.spec(3).kernel_sizes == (5, 3, 3)
     config = parse_config(DeepConfig, ["--preset", "full-maps", "--loss-grid", "2", "--network", "wide3"], "x", "")
     assert (config.network, config.loss_grid) == ("wide3", [2])

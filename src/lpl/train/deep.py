@@ -56,6 +56,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def preset_help() -> str:
+    """Each preset as the flags it stands for: ``best-lpl (--network wide3 --loss-grid 0 --epochs 300)``."""
+    def flags(settings: dict[str, Any]) -> str:
+        return " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                        for k, v in settings.items())
+    return ", ".join(f"{name} ({flags(settings) or 'the official protocol'})" for name, settings in PRESETS.items())
+
+
 @dataclass
 class DeepConfig(TrainConfig):
     """Official protocol by default: VGG-11, Adam 1e-3, wd 1.5e-6, batch 1024, 800 epochs, warm-up + cosine."""
@@ -63,7 +71,7 @@ class DeepConfig(TrainConfig):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = PRESETS
     options_field: ClassVar[str] = "head"
 
-    preset: str | None = option(None, f"named settings ({', '.join(PRESETS)}); flags given beside it win")
+    preset: str | None = option(None, f"named settings: {preset_help()}; flags given beside it win")
     objective: str = option("lpl", "per-layer objective: " + ", ".join(HEADS))
     head: dict[str, Any] = option({}, "the objective's own settings (given as flags)", hidden=True)
     end_to_end: bool = option(False, "one head on the last block, backpropagated through all blocks "
