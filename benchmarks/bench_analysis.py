@@ -174,8 +174,9 @@ def lpl_analyze(path: Path, cache: Path, threads: int) -> tuple[float, float, di
     subprocess.run([sys.executable, "-m", "lpl.cli", "analyze", str(path), "--csv", str(table)], env=env,
                    check=True, stdout=subprocess.DEVNULL)
     seconds, cpu = time.perf_counter() - start, cpu_seconds(resource.RUSAGE_CHILDREN) - cpu
-    return seconds, cpu, {figure_name(row): {k: float(v) for k, v in row.items() if k not in LABELS and v}
-                          for row in csv.DictReader(table.open())}
+    with table.open() as rows:
+        return seconds, cpu, {figure_name(row): {k: float(v) for k, v in row.items() if k not in LABELS and v}
+                              for row in csv.DictReader(rows)}
 
 
 def figure_name(row: dict[str, str]) -> str:

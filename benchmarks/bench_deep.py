@@ -83,7 +83,7 @@ def bare_step(images: torch.Tensor, warmup: int, steps: int, settings: dict[str,
               ) -> tuple[float, float | None, DeepTrainer]:
     """Pairs/s of the training step alone after ``warmup`` steps, the GPU memory it holds in GiB (CUDA graph
     pools included), and the trainer."""
-    config = DeepConfig(output_dir=tempfile.mkdtemp(), progress=False, **settings)
+    config = DeepConfig(output_dir=tempfile.mkdtemp(prefix="bench_deep_"), progress=False, **settings)
     device = torch.device(config.device)
     data = ImageSet(images, torch.zeros(len(images), dtype=torch.long))
     schedule, per_epoch = schedule_for(config, len(data))
@@ -156,6 +156,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="also the bare step of these networks and settings (no names: all)")
     parser.add_argument("--no-runs", dest="runs", action="store_false", help="skip the default-run measurements")
     args = parser.parse_args(argv)
+    if args.epochs < 3:
+        parser.error("--epochs must be at least 3 (the rate is the median over the epochs after the second)")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bench_deep.py measures GPU speed; no CUDA device here (--device cpu: a smoke test)")
@@ -176,7 +178,8 @@ def main(argv: list[str] | None = None) -> None:
     del trainer
     for label in VARIANTS if args.variants == [] else args.variants or []:
         variant = {**settings, **VARIANTS[label]}
-        rate, memory, _ = bare_step(images[:train], args.warmup, args.steps, variant)
+        torch._dynamo.reset()  # each network compiles anew: never past dynamo's limit of 8 versions, eager
+        rate, _, _ = bare_step(images[:train], args.warmup, args.steps, variant)
         vflops = flops_per_pair(DeepConfig(**{k: v for k, v in variant.items() if k != "head"}).spec(3))
         vmfu = f"MFU {rate * vflops / peak:.1%}" if peak else ""
         print(f"  {label + ':':28s} {rate:9.0f} pairs/s  {vflops / 1e9:.2f} GFLOP/pair  {vmfu}  "

@@ -66,7 +66,7 @@ class Variant:
 
 VARIANTS: dict[str, Variant] = {
     "lpl": Variant("LPL", {}, Published(53.5, "53.5 (best layer ~55.3)"), main=True),
-    "best": Variant("best layer-local LPL (--preset best-lpl)",
+    "best": Variant("best layer-local LPL (best-lpl's network and loss, --epochs)",
                     {k: v for k, v in PRESETS["best-lpl"].items() if k != "epochs"}, main=True),  # --epochs
     "hebb_off": Variant("Hebbian off", {"head": {"hebb": 0.0}}, Published(10.0, "10 (collapse)")),
     "pred_off": Variant("predictive off", {"head": {"pred": 0.0}}, Published(18.5, "~18.5")),

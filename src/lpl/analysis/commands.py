@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,8 +148,8 @@ def readout(config: ReadoutConfig) -> int:
 
 def readout_lines(results: dict[str, Any]) -> list[str]:
     """The readouts of one results file in a few lines of % correct: per layer, then (spatial) all blocks."""
-    lines = [f"paper's readout, {stage} (layer 1 ..): {' '.join(pct(e['readout']) for e in results[stage])}"
-             for stage in ("trained", "initialisation") if stage in results]
+    lines = [f"paper's readout, {stage} (layer 1 ..): {' '.join(pct(e.get('readout', math.nan)) for e in entries)}"
+             for stage in ("trained", "initialisation") if (entries := results.get(stage))]
     spatial = results.get("spatial", {})
     lines += [f"spatial readout ({spatial['grid']}x{spatial['grid']}), {stage}: "
               f"{' '.join(map(pct, spatial[stage]['layers']))}; all blocks {pct(spatial[stage]['all'])}"

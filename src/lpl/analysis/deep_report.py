@@ -177,7 +177,8 @@ def readout_tables(runs: Sequence[Run], inits: Sequence[InitRow], extras: Extras
     layer (%), its CSV with wall time, device and participation ratios (fractions); and, where any run has
     it, the spatial readout's table of the same rows."""
     layers = max((len(r.readouts()) for r in runs), default=0)
-    width = max((len(spatial(r, "trained")) - 1 for r in runs), default=0)  # blocks read out spatially
+    width = max((len(spatial(r, stage)) - 1 for r in runs for stage in ("trained", "initialisation")),
+                default=0)  # blocks read out spatially
 
     def wall(seconds: float | None, device: str | None) -> dict[str, Any]:
         return {"wall_s": seconds, "device": device or None,
@@ -209,7 +210,8 @@ def readout_tables(runs: Sequence[Run], inits: Sequence[InitRow], extras: Extras
                Column("wall", "wall time", show=any(r.get("wall") for r in rows), csv=False),
                Column("wall_s", show=False), Column("device", show=False),
                *(Column(f"layer{k}_participation_ratio", show=False) for k in range(1, layers + 1)),
-               *(Column(f"spatial{k}", show=False) for k in range(1, width + 1)), Column("spatial_all", show=False))
+               *(Column(f"spatial{k}", show=False) for k in range(1, width + 1)),
+               *([Column("spatial_all", show=False)] if width > 0 else []))
     spatial_columns = (Column("row", "run"), *(Column(f"spatial{k}", f"layer {k}", "pct") for k in range(1, width + 1)),
                        Column("spatial_all", "all blocks", "pct"))
     return [Table(columns, tuple(rows))] + ([Table(spatial_columns, tuple(r for r in rows if "spatial1" in r))]

@@ -35,7 +35,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 from tqdm.auto import tqdm
 
-from lpl.config import PLACEMENT, RUN_CONTROL, flag, setting_meaning
+from lpl.config import PLACEMENT, RUN_CONTROL, field_default, flag, setting_meaning
 from lpl.data.images import ImageSet
 from lpl.io import atomic_write_jsonl, read_json, run_metadata
 from lpl.layout import TAGS, RunLayout, write_record
@@ -198,7 +198,7 @@ def check_data(config: Any, train: ImageSet, test: ImageSet) -> None:
     if config.batch_size > len(train):
         raise LPLError(f"--batch-size {config.batch_size} is larger than the {len(train)} training images; use at "
                        f"most {len(train)}")
-    default = next(f.default for f in dataclasses.fields(config) if f.name == "num_export")
+    default = next(field_default(f) for f in dataclasses.fields(config) if f.name == "num_export")
     if config.num_export > len(test) and config.num_export != default:  # the default means "up to this many"
         warnings.warn(f"--num-export {config.num_export}: the test split has {len(test)} images; all of them are "
                       f"exported (the run record says how many)", stacklevel=2)
