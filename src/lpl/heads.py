@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lpl import rules
-from lpl.config import option, require
+from lpl.config import flag, option, require
 from lpl.convnet import ConvNet, distributed, full_precision, gather_batch, grid_pool
 from lpl.objective import LPLObjective
 from lpl.terms import LPL_TERMS, Term
@@ -115,7 +115,7 @@ def head_options(name: str, values: Mapping[str, Any] | None = None) -> Any:
     unknown = sorted(set(values or {}) - known)
     if unknown:
         owners = {k: [n for n, h in HEADS.items() if k in {f.name for f in fields(h.Options)}] for k in unknown}
-        detail = "; ".join(f"--{k.replace('_', '-')} belongs to {', '.join(v) or 'no objective'}"
+        detail = "; ".join(f"{flag(k)} belongs to {', '.join(v) or 'no objective'}"
                            for k, v in owners.items())
         raise LPLError(f"--objective {name} has no such setting: {detail}")
     return cls.Options(**(values or {}))

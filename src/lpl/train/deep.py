@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Literal
 import torch
 import torch.distributed as dist
 
-from lpl.config import TrainConfig, option, require, require_positive
+from lpl.config import TrainConfig, flag, option, require, require_positive
 from lpl.convnet import NETWORKS, ConvNet, NetworkSpec, network_spec
 from lpl.data import load_splits
 from lpl.data.images import ImageSet, to_unit_float
@@ -59,7 +59,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 def preset_help() -> str:
     """Each preset as the flags it stands for: ``best-lpl (--network wide3 --loss-grid 0 --epochs 300)``."""
     def flags(settings: dict[str, Any]) -> str:
-        return " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+        return " ".join(f"{flag(k)} {' '.join(map(str, v)) if isinstance(v, list) else v}"
                         for k, v in settings.items())
     return ", ".join(f"{name} ({flags(settings) or 'the official protocol'})" for name, settings in PRESETS.items())
 
