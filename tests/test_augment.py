@@ -87,6 +87,12 @@ def _sequences() -> ImageSet:
     return ImageSet(images, torch.zeros(11, dtype=torch.long), sequence=ids)
 
 
+def test_frame_positions_count_from_each_end_of_a_sequence():
+    data = _sequences()
+    assert data.frame_index().tolist() == [0, 1, 2, 3, 4, 0, 1, 0, 1, 2, 3]
+    assert data.frames_after().tolist() == [4, 3, 2, 1, 0, 1, 0, 3, 2, 1, 0]
+
+
 def test_temporal_pairs_at_several_offsets_stay_in_their_sequence():
     views = PairStream(_sequences(), "temporal", seed=0, max_offset=3).next(4000)[:, :, 0] * 255
     earlier, later = views.round().long()

@@ -64,11 +64,11 @@ class ImageSet:
 
     def frame_index(self) -> Tensor:
         """Every image's position in its sequence, int64 (N,): 0 for the first frame."""
-        ids = self.sequence_ids()
-        first = torch.ones(len(ids), dtype=torch.bool)
-        first[1:] = ids[1:] != ids[:-1]
-        positions = torch.arange(len(ids))
-        return positions - torch.where(first, positions, 0).cummax(0).values
+        return _positions_in_runs(self.sequence_ids())
+
+    def frames_after(self) -> Tensor:
+        """How many frames follow each image in its sequence, int64 (N,): 0 for the last frame."""
+        return _positions_in_runs(self.sequence_ids().flip(0)).flip(0)
 
     def pair_starts(self, limit: int | None = None) -> Tensor:
         """Indices ``i`` (ascending, int64) among the first ``limit`` images whose image ``i + 1``
@@ -85,6 +85,14 @@ class ImageSet:
         """The first ``limit`` images as float32 (N, C*H*W) in [0, 1]."""
         x = self.images[:limit].reshape(min(len(self), limit or len(self)), -1)
         return to_unit_float(x)
+
+
+def _positions_in_runs(ids: Tensor) -> Tensor:
+    """Each entry's position in its run of equal, contiguous ``ids`` (N,): 0 for a run's first entry."""
+    first = torch.ones(len(ids), dtype=torch.bool)
+    first[1:] = ids[1:] != ids[:-1]
+    positions = torch.arange(len(ids))
+    return positions - torch.where(first, positions, 0).cummax(0).values
 
 
 def to_unit_float(x: Tensor) -> Tensor:

@@ -53,9 +53,7 @@ class PairStream:
         self.starts = None
         if self.temporal and (data.frames == 1 or max_offset > 1):
             self.starts = data.pair_starts().to(self.device)
-            ids = data.sequence_ids()
-            last = torch.zeros_like(ids).scatter_reduce(0, ids, torch.arange(len(ids)), "amax")[ids]
-            self.room = (last - torch.arange(len(ids))).to(self.device)  # frames after each image in its sequence
+            self.room = data.frames_after().to(self.device)
         self.images = data.images.to(self.device)
         self.flat = self.images.reshape(len(data), -1)
         self.generator = torch.Generator(self.device).manual_seed(seed)
