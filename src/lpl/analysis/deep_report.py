@@ -13,7 +13,7 @@ from typing import Any
 
 from lpl.analysis.document import Block, Bullets, Column, Figure, Heading, Paragraph, Table
 from lpl.analysis.figures import plot_layer_comparison
-from lpl.analysis.runs import Run, describe_data
+from lpl.analysis.runs import Run
 from lpl.analysis.verdicts import deep_sentences, join_names, pct, tolerance
 from lpl.config import PLACEMENT, RUN_CONTROL
 
@@ -267,6 +267,6 @@ def deep_comparison(runs: Sequence[Run], figure: Path, notes: Sequence[str] = ()
             tables[0], *spatial_blocks,
             Paragraph(_setup(runs, tol, extras.varied)), *([Bullets(tuple(notes))] if notes else []),
             Paragraph("**What the runs are** (from their run records):"),
-            Bullets(tuple(f"**{r.label}**: {r.method()}; {r.network()}; {describe_data(r)}; {r.schedule()}"
+            Bullets(tuple(f"**{r.label}**: {r.method()}; {r.network()}; {r.data_summary()}; {r.schedule()}"
                           for r in runs)),
             Figure(png, caption), Paragraph("**Findings.**"), Bullets(tuple(verdicts))], tables[0]

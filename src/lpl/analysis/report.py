@@ -17,7 +17,7 @@ from lpl.analysis.deep_report import deep_comparison
 from lpl.analysis.document import Block, Bullets, Column, Figure, Heading, Paragraph, Table
 from lpl.analysis.evaluate import Evaluation, Views, analyze_file, load_representations
 from lpl.analysis.probes import probe_split
-from lpl.analysis.runs import Run, describe_data, find_runs
+from lpl.analysis.runs import Run, find_runs
 from lpl.analysis.verdicts import Row, merge_duplicates, tolerance
 from lpl.io import atomic_write_text
 from lpl.validation import LPLError
@@ -145,7 +145,7 @@ def setup_paragraph(runs: Sequence[Run], rows: Sequence[Row]) -> str:
     fit, chance = len(probe_split(count)[0]), _chance(runs, rows)
     described = "; ".join(f"**{r.label}**: {r.method()}" + (f"; {r.network()}; {r.schedule()}" if r.record else "")
                           for r in runs)
-    text = (f"{len(runs)} run{'s' * (len(runs) > 1)} on {describe_data(runs[0])}: {described}. Every "
+    text = (f"{len(runs)} run{'s' * (len(runs) > 1)} on {runs[0].data_summary()}: {described}. Every "
             f"representation was measured on the first {count} test images, the same for every run and baseline; "
             f"probes were fitted on the first {fit} and scored on the other {count - fit}. ")
     if any(r.deep for r in runs):
@@ -239,7 +239,7 @@ def _run_section(run: Run, report: Path) -> list[Block]:
     out: list[Block] = []
     if run.record and not run.deep:
         revision = str(run.record.get("run", {}).get("git_revision", "unknown"))
-        out.append(Paragraph(f"{run.method()}. Network: {run.network()}; {run.schedule()}; data: {describe_data(run)}. "
+        out.append(Paragraph(f"{run.method()}. Network: {run.network()}; {run.schedule()}; data: {run.data_summary()}. "
                              f"Written by {run.record.get('writer', 'lpl')} at git revision {revision[:12]}"
                              f"{'-dirty' * revision.endswith('-dirty')}."))
     if note := run.results.get("note"):

@@ -133,6 +133,17 @@ class Run:
                     "cannot be said; retrain it with this version")
         return f"{self.objective.get('summary', self.objective_name)}; trained {self.training}"
 
+    def data_summary(self) -> str:
+        """``**shapes** (32×32 pixels, 1 channel, 6 classes, 128 training and 128 test images, 16 test sequences)``."""
+        data, classes = self.data, self.classes
+        if "shape" not in data:
+            return f"**{self.dataset}**"
+        c, h, w = data["shape"]
+        sequences = data.get("sequences", {}).get("test", 0)
+        return (f"**{self.dataset}** ({h}×{w} pixels, {c} channel{'s' * (c > 1)}, {classes} "
+                f"class{'es' * (classes != 1)}, {data['train_images']} training and {data['test_images']} test images"
+                + (f", {sequences} test sequences" if sequences else "") + ")")
+
     def network(self) -> str:
         """The network in its record's words: kind, widths, pooling and the loss grid."""
         net = self._part("network")
@@ -146,18 +157,6 @@ class Run:
         if net.get("kind") == "dense":
             return f"dense network {' → '.join(map(str, net['dims']))}"
         return f"{net.get('kind', 'unknown')} network" + (f", {net['trained']} trained" if "trained" in net else "")
-
-
-def describe_data(run: Run) -> str:
-    """``**shapes** (32×32 pixels, 1 channel, 6 classes, 128 training and 128 test images, 16 test sequences)``."""
-    data, classes = run.data, run.classes
-    if "shape" not in data:
-        return f"**{run.dataset}**"
-    c, h, w = data["shape"]
-    sequences = data.get("sequences", {}).get("test", 0)
-    return (f"**{run.dataset}** ({h}×{w} pixels, {c} channel{'s' * (c > 1)}, {classes} class{'es' * (classes != 1)}, "
-            f"{data['train_images']} training and {data['test_images']} test images"
-            + (f", {sequences} test sequences" if sequences else "") + ")")
 
 
 def _found_at(path: Path) -> list[tuple[RunLayout, dict[str, Any] | None]]:
