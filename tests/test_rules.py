@@ -28,6 +28,14 @@ def test_hand_computed_values():
     assert rules.predictive_loss(Z, zeros, "mean").item() == pytest.approx(94 / 6)
 
 
+def test_correlation_form_takes_correlation_coefficients_at_any_scale():
+    r2 = 7**2 / ((4 + 1e-4) * (13 + 1e-4))  # squared correlation, the variances as the term regularises them
+    assert rules.decorrelation_loss(Z, correlation=True).item() == pytest.approx(2 * r2)
+    # the covariance form fades with the square of the scale; the correlation form does not (eps aside)
+    big, small = (rules.decorrelation_loss(s * Z, correlation=True).item() for s in (1e2, 1e-1))
+    assert big == pytest.approx(small, rel=1e-2)
+
+
 def test_predictive_term_stops_gradient_of_earlier_view():
     prev = torch.randn(8, 4, requires_grad=True)
     now = torch.randn(8, 4, requires_grad=True)
@@ -53,16 +61,19 @@ def test_closed_form_gradients_match_autograd(reduction):
     for loss, grad in [(rules.hebbian_loss, rules.hebbian_grad), (rules.decorrelation_loss, rules.decorrelation_grad)]:
         (g,) = torch.autograd.grad(loss(now, reduction), now)
         assert torch.allclose(g, grad(now.detach(), reduction))
+    (g,) = torch.autograd.grad(rules.decorrelation_loss(now, reduction, correlation=True), now)
+    assert torch.allclose(g, rules.decorrelation_grad_centered(rules.centered(now.detach()), reduction, True))
 
 
 def test_objective_grad_matches_autograd_of_weighted_loss():
     torch.manual_seed(1)
-    objective = LPLObjective(pred=0.7, hebb=0.2, decorr=3.0)
-    prev = torch.randn(10, 4, dtype=torch.float64, requires_grad=True)
-    now = torch.randn(10, 4, dtype=torch.float64, requires_grad=True)
-    auto = torch.autograd.grad(objective.loss(prev, now), (prev, now))
-    closed = objective.grad(torch.stack((prev, now)).detach())
-    assert torch.allclose(torch.stack(auto), closed)
+    for correlation in (False, True):
+        objective = LPLObjective(pred=0.7, hebb=0.2, decorr=3.0, correlation=correlation)
+        prev = torch.randn(10, 4, dtype=torch.float64, requires_grad=True)
+        now = torch.randn(10, 4, dtype=torch.float64, requires_grad=True)
+        auto = torch.autograd.grad(objective.loss(prev, now), (prev, now))
+        closed = objective.grad(torch.stack((prev, now)).detach())
+        assert torch.allclose(torch.stack(auto), closed)
 
 
 def test_switched_off_term_has_no_gradient():

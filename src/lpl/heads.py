@@ -158,6 +158,9 @@ class LPLOptions:
     hebb: float = option(LPLObjective.hebb, "LPL Hebbian coefficient; 0 switches the term off")
     decorr: float = option(LPLObjective.decorr, "LPL decorrelation coefficient; 0 switches the term off")
     stop_gradient: bool = option(True, "LPL: stop the gradient of the earlier view (paper); off = official code")
+    correlation: bool = option(False, "LPL: the decorrelation term on correlation coefficients (covariances divided "
+                               "by the units' detached standard deviations) instead of covariances, so that its "
+                               "pull does not fade with the features' scale while the Hebbian term's does not")
     shared_variance: bool = option(False, "LPL on a loss grid: one variance per channel over images and "
                                    "positions (--no-shared-variance: one per channel and position, as the official "
                                    "code for full maps)")
@@ -178,7 +181,8 @@ class LPLOptions:
         require(self.pred_grid is None or self.pred_grid >= 0, f"--pred-grid must be >= 0, got {self.pred_grid}")
 
     def objective(self) -> LPLObjective:
-        return LPLObjective(self.pred, self.hebb, self.decorr, "mean", stop_gradient=self.stop_gradient)
+        return LPLObjective(self.pred, self.hebb, self.decorr, "mean", stop_gradient=self.stop_gradient,
+                            correlation=self.correlation)
 
 
 @register

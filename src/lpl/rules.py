@@ -99,6 +99,17 @@ def hebbian_grad_centered(zc: Tensor, reduction: Reduction = "sum", eps: float =
     return zc * (scale / (variance + eps))
 
 
+def standardised(zc: Tensor, eps: float = EPS) -> Tensor:
+    """Centred ``zc`` (..., B, M) divided by each unit's batch standard deviation, treated as a constant (detached):
+    covariances of the result are correlation coefficients, whatever the features' scale."""
+    return zc / _batch_std(zc, eps)
+
+
+def _batch_std(zc: Tensor, eps: float = EPS) -> Tensor:
+    """Each unit's detached batch standard deviation of centred ``zc`` (..., B, M), shape (..., 1, M)."""
+    return (zc.detach().square().sum(dim=-2, keepdim=True) / (zc.shape[-2] - 1) + eps).sqrt()
+
+
 def off_diagonal_covariance(z: Tensor) -> Tensor:
     """Covariance (..., M, M) of ``z`` (..., B, M) over the batch (mean detached), diagonal zeroed."""
     return _off_diagonal_covariance_centered(centered(z))
@@ -110,9 +121,16 @@ def _off_diagonal_covariance_centered(zc: Tensor) -> Tensor:
     return cov
 
 
-def decorrelation_loss(z: Tensor, reduction: Reduction = "sum") -> Tensor:
-    """Sum of squared off-diagonal covariances of ``z`` (B, M) (or their mean over M^2 - M)."""
-    return off_diagonal_covariance(z).square().sum() * _pair_scale(z.shape[-1], reduction)
+def decorrelation_loss(z: Tensor, reduction: Reduction = "sum", correlation: bool = False) -> Tensor:
+    """Sum of squared off-diagonal covariances of ``z`` (B, M) (or their mean over M^2 - M).
+
+    ``correlation=True`` takes squared correlation coefficients instead (covariances divided by the units'
+    detached standard deviations): the term's pull then does not shrink with the square of the features' scale,
+    as the covariances' does while the Hebbian term's ``-log var`` keeps its strength at any scale.
+    """
+    zc = centered(z)
+    zc = standardised(zc) if correlation else zc
+    return _off_diagonal_covariance_centered(zc).square().sum() * _pair_scale(z.shape[-1], reduction)
 
 
 def decorrelation_grad(z: Tensor, reduction: Reduction = "sum") -> Tensor:
@@ -120,7 +138,12 @@ def decorrelation_grad(z: Tensor, reduction: Reduction = "sum") -> Tensor:
     return decorrelation_grad_centered(centered(z), reduction)
 
 
-def decorrelation_grad_centered(zc: Tensor, reduction: Reduction = "sum") -> Tensor:
-    """``decorrelation_grad`` of an already centred ``zc``."""
+def decorrelation_grad_centered(zc: Tensor, reduction: Reduction = "sum", correlation: bool = False) -> Tensor:
+    """``decorrelation_grad`` of an already centred ``zc``; with ``correlation``, the gradient of the squared
+    correlations (``zs = zc / std``, std constant): ``4 zs R_off / ((B - 1) std)``."""
     scale = 4.0 * _pair_scale(zc.shape[-1], reduction) / (zc.shape[-2] - 1)
-    return zc @ _off_diagonal_covariance_centered(zc).mul_(scale)
+    if not correlation:
+        return zc @ _off_diagonal_covariance_centered(zc).mul_(scale)
+    std = _batch_std(zc)
+    zs = zc / std
+    return zs @ _off_diagonal_covariance_centered(zs).mul_(scale) / std
