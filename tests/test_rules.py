@@ -28,12 +28,15 @@ def test_hand_computed_values():
     assert rules.predictive_loss(Z, zeros, "mean").item() == pytest.approx(94 / 6)
 
 
-def test_correlation_form_takes_correlation_coefficients_at_any_scale():
-    r2 = 7**2 / ((4 + 1e-4) * (13 + 1e-4))  # squared correlation, the variances as the term regularises them
-    assert rules.decorrelation_loss(Z, correlation=True).item() == pytest.approx(2 * r2)
-    # the covariance form fades with the square of the scale; the correlation form does not (eps aside)
-    big, small = (rules.decorrelation_loss(s * Z, correlation=True).item() for s in (1e2, 1e-1))
-    assert big == pytest.approx(small, rel=1e-2)
+def test_correlation_form_is_scale_free_below_unit_scale_and_the_covariance_above():
+    small = 0.1 * Z  # standard deviations 0.2 and 0.36: squared correlation, the variances regularised by eps
+    r2 = 0.07 ** 2 / ((0.04 + 1e-4) * (0.13 + 1e-4))
+    assert rules.decorrelation_loss(small, correlation=True).item() == pytest.approx(2 * r2)
+    assert rules.decorrelation_loss(0.5 * small, correlation=True).item() == pytest.approx(2 * r2, rel=1e-2)
+    # Z's deviations (2, 3.6) are above 1: the covariance form, which holds the features' scale
+    assert rules.decorrelation_loss(Z, correlation=True).item() == pytest.approx(rules.decorrelation_loss(Z).item())
+    # the covariance form alone fades with the square of the scale
+    assert rules.decorrelation_loss(small).item() == pytest.approx(1e-4 * rules.decorrelation_loss(Z).item())
 
 
 def test_predictive_term_stops_gradient_of_earlier_view():
@@ -61,8 +64,10 @@ def test_closed_form_gradients_match_autograd(reduction):
     for loss, grad in [(rules.hebbian_loss, rules.hebbian_grad), (rules.decorrelation_loss, rules.decorrelation_grad)]:
         (g,) = torch.autograd.grad(loss(now, reduction), now)
         assert torch.allclose(g, grad(now.detach(), reduction))
-    (g,) = torch.autograd.grad(rules.decorrelation_loss(now, reduction, correlation=True), now)
-    assert torch.allclose(g, rules.decorrelation_grad_centered(rules.centered(now.detach()), reduction, True))
+    mixed = now * torch.tensor([0.05, 0.3, 1.0, 2.0, 0.5, 4.0], dtype=torch.float64)  # units below and above 1
+    (g,) = torch.autograd.grad(rules.decorrelation_loss(mixed, reduction, correlation=True), now)
+    closed = rules.decorrelation_grad_centered(rules.centered(mixed.detach()), reduction, True)
+    assert torch.allclose(g, closed * mixed.detach().div(now.detach()))
 
 
 def test_objective_grad_matches_autograd_of_weighted_loss():

@@ -158,9 +158,10 @@ class LPLOptions:
     hebb: float = option(LPLObjective.hebb, "LPL Hebbian coefficient; 0 switches the term off")
     decorr: float = option(LPLObjective.decorr, "LPL decorrelation coefficient; 0 switches the term off")
     stop_gradient: bool = option(True, "LPL: stop the gradient of the earlier view (paper); off = official code")
-    correlation: bool = option(False, "LPL: the decorrelation term on correlation coefficients (covariances divided "
-                               "by the units' detached standard deviations) instead of covariances, so that its "
-                               "pull does not fade with the features' scale while the Hebbian term's does not")
+    correlation: bool = option(False, "LPL: scale-free decorrelation: units whose standard deviation is below 1 are "
+                               "decorrelated by their correlation coefficients (covariances divided by the detached "
+                               "deviations), whose pull does not fade with the features' scale as the covariances' "
+                               "does; above unit scale the covariances, which hold the scale")
     shared_variance: bool = option(False, "LPL on a loss grid: one variance per channel over images and "
                                    "positions (--no-shared-variance: one per channel and position, as the official "
                                    "code for full maps)")

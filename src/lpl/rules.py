@@ -100,14 +100,16 @@ def hebbian_grad_centered(zc: Tensor, reduction: Reduction = "sum", eps: float =
 
 
 def standardised(zc: Tensor, eps: float = EPS) -> Tensor:
-    """Centred ``zc`` (..., B, M) divided by each unit's batch standard deviation, treated as a constant (detached):
-    covariances of the result are correlation coefficients, whatever the features' scale."""
-    return zc / _batch_std(zc, eps)
+    """Centred ``zc`` (..., B, M) in units of each unit's batch standard deviation where that is below 1 (the
+    deviation detached, a constant): covariances of the result are correlation coefficients for units below unit
+    scale and the covariances themselves above it."""
+    return zc / _scale_unit(zc, eps)
 
 
-def _batch_std(zc: Tensor, eps: float = EPS) -> Tensor:
-    """Each unit's detached batch standard deviation of centred ``zc`` (..., B, M), shape (..., 1, M)."""
-    return (zc.detach().square().sum(dim=-2, keepdim=True) / (zc.shape[-2] - 1) + eps).sqrt()
+def _scale_unit(zc: Tensor, eps: float = EPS) -> Tensor:
+    """``min(std, 1)`` of each unit of centred ``zc`` (..., B, M), detached, shape (..., 1, M)."""
+    variance = zc.detach().square().sum(dim=-2, keepdim=True) / (zc.shape[-2] - 1)
+    return (variance + eps).sqrt().clamp(max=1.0)
 
 
 def off_diagonal_covariance(z: Tensor) -> Tensor:
@@ -124,9 +126,11 @@ def _off_diagonal_covariance_centered(zc: Tensor) -> Tensor:
 def decorrelation_loss(z: Tensor, reduction: Reduction = "sum", correlation: bool = False) -> Tensor:
     """Sum of squared off-diagonal covariances of ``z`` (B, M) (or their mean over M^2 - M).
 
-    ``correlation=True`` takes squared correlation coefficients instead (covariances divided by the units'
-    detached standard deviations): the term's pull then does not shrink with the square of the features' scale,
-    as the covariances' does while the Hebbian term's ``-log var`` keeps its strength at any scale.
+    ``correlation=True`` measures each unit in units of its detached standard deviation while that is below 1
+    (``standardised``): for small features the term takes squared correlation coefficients, whose pull does not
+    fade with the square of the features' scale as the covariances' does (while the Hebbian term's ``-log var``
+    keeps its strength at any scale, so that units at a small scale all align with the strongest input
+    direction); above unit scale it is the covariance form, which keeps the features' scale in check.
     """
     zc = centered(z)
     zc = standardised(zc) if correlation else zc
@@ -139,11 +143,11 @@ def decorrelation_grad(z: Tensor, reduction: Reduction = "sum") -> Tensor:
 
 
 def decorrelation_grad_centered(zc: Tensor, reduction: Reduction = "sum", correlation: bool = False) -> Tensor:
-    """``decorrelation_grad`` of an already centred ``zc``; with ``correlation``, the gradient of the squared
-    correlations (``zs = zc / std``, std constant): ``4 zs R_off / ((B - 1) std)``."""
+    """``decorrelation_grad`` of an already centred ``zc``; with ``correlation`` that of the ``standardised``
+    form (``zs = zc / s`` with s = min(std, 1) constant): ``4 zs R_off / ((B - 1) s)``."""
     scale = 4.0 * _pair_scale(zc.shape[-1], reduction) / (zc.shape[-2] - 1)
     if not correlation:
         return zc @ _off_diagonal_covariance_centered(zc).mul_(scale)
-    std = _batch_std(zc)
-    zs = zc / std
-    return zs @ _off_diagonal_covariance_centered(zs).mul_(scale) / std
+    unit = _scale_unit(zc)
+    zs = zc / unit
+    return zs @ _off_diagonal_covariance_centered(zs).mul_(scale) / unit

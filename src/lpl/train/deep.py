@@ -47,20 +47,28 @@ MONITOR_TRAIN, MONITOR_TEST = 5000, 1000  # images of the online kNN monitor (--
 Monitor = Callable[[list[torch.Tensor], torch.Tensor, list[torch.Tensor], torch.Tensor], list[float]]
 
 # Named settings for ``--preset`` (flags given beside it win), measured in docs/measured/h200_2026-12-03
-# (CIFAR-10, 100 epochs, final layer: paper's readout / spatial readout of all layers):
+# (CIFAR-10, 100 epochs, final layer: paper's readout / spatial readout of all layers) and
+# docs/measured/h200_session4 (ETH-80 views at >= 45 degrees):
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},  # the official protocol: VGG-11, loss on globally pooled outputs (50.2% / 56.0%)
     "full-maps": {"loss_grid": [0]},  # VGG-11, loss on full feature maps (56.5% / 66.1% at 100 epochs)
-    # the best layer-local LPL found: 3 wide blocks, full maps, 300 epochs (68.5% / 69.6%, 4 minutes on an H200)
-    "best-lpl": {"network": "wide3", "loss_grid": [0], "epochs": 300},
+    # the best layer-local LPL found: 3 wide blocks, full maps, scale-free decorrelation, 300 epochs
+    "best-lpl": {"network": "wide3", "loss_grid": [0], "epochs": 300, "head": {"correlation": True}},
+    # a sequence folder (video, turntable views): consecutive frames as pairs, scale-free decorrelation
+    "video": {"views": "temporal", "head": {"correlation": True}},
 }
 
 
 def preset_help() -> str:
-    """Each preset as the flags it stands for: ``best-lpl (--network wide3 --loss-grid 0 --epochs 300)``."""
+    """Each preset as the flags it stands for: ``best-lpl (--network wide3 --loss-grid 0 --epochs 300 ...)``."""
     def flags(settings: dict[str, Any]) -> str:
-        return " ".join(f"{flag(k)} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-                        for k, v in settings.items())
+        def one(key: str, value: Any) -> str:
+            if isinstance(value, dict):
+                return " ".join(one(k, v) for k, v in value.items())
+            if isinstance(value, bool):
+                return flag(key) if value else flag("no_" + key)
+            return f"{flag(key)} {' '.join(map(str, value)) if isinstance(value, list) else value}"
+        return " ".join(one(k, v) for k, v in settings.items())
     return ", ".join(f"{name} ({flags(settings) or 'the official protocol'})" for name, settings in PRESETS.items())
 
 
