@@ -218,7 +218,10 @@ def test_presets_set_defaults_that_flags_beside_them_replace():
     assert parse_config(DeepConfig, ["--preset", "best-lpl", "--epochs", "800"], "x", "").epochs == 800
     from lpl.train.deep import preset_help  # --help says what each preset sets
 
-    assert "best-lpl (--network wide3 --loss-grid 0 --epochs 300)" in preset_help()
+    assert "best-lpl (--network wide3 --loss-grid 0 --epochs 300 --correlation)" in preset_help()
+    assert config.head == {"correlation": True}  # a head option in a preset, merged with the head flags given
+    video = parse_config(DeepConfig, ["--preset", "video", "--pred", "2", "--no-correlation"], "x", "")
+    assert (video.views, video.head) == ("temporal", {"correlation": False, "pred": 2.0})
     assert config.spec(3).channels == (96, 384, 1536) and config.spec(3).kernel_sizes == (5, 3, 3)
     config = parse_config(DeepConfig, ["--preset", "full-maps", "--loss-grid", "2", "--network", "wide3"], "x", "")
     assert (config.network, config.loss_grid) == ("wide3", [2])
