@@ -50,6 +50,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "vgg11, BYOL": {"objective": "byol"},
     "wide3": {"network": "wide3"},
     "wide3, loss on full maps": {"network": "wide3", "loss_grid": [0]},
+    "vgg11, --correlation": {"head": {"correlation": True}},
+    "wide3, full maps, --correlation (best-lpl)": {"network": "wide3", "loss_grid": [0], "head": {"correlation": True}},
     "vgg6-wide": {"network": "vgg6-wide"},
 }
 PAIRS_PER_EPOCH = 50_000  # CIFAR-10's training set, for the 800-epoch estimate
