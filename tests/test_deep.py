@@ -222,6 +222,11 @@ def test_presets_set_defaults_that_flags_beside_them_replace():
     assert config.head == {"correlation": True}  # a head option in a preset, merged with the head flags given
     video = parse_config(DeepConfig, ["--preset", "video", "--pred", "2", "--no-correlation"], "x", "")
     assert (video.views, video.head) == ("temporal", {"correlation": False, "pred": 2.0})
+    # a preset's head settings apply to the objectives that have them; typed ones are checked
+    simclr = parse_config(DeepConfig, ["--preset", "best-lpl", "--objective", "simclr"], "x", "")
+    assert (simclr.network, simclr.head) == ("wide3", {})
+    with pytest.raises(SystemExit):
+        parse_config(DeepConfig, ["--preset", "best-lpl", "--objective", "simclr", "--correlation"], "x", "")
     assert config.spec(3).channels == (96, 384, 1536) and config.spec(3).kernel_sizes == (5, 3, 3)
     config = parse_config(DeepConfig, ["--preset", "full-maps", "--loss-grid", "2", "--network", "wide3"], "x", "")
     assert (config.network, config.loss_grid) == ("wide3", [2])

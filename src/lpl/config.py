@@ -327,12 +327,22 @@ def parse_config(config_cls: type[C], argv: Sequence[str], prog: str, descriptio
             values.update({k: v for layer in layers[1:] for k, v in layer.items()})
             if values["resume"] and "overwrite" not in given:
                 values["overwrite"] = False
-        if options_field:
-            values[options_field] = {k: v for layer in layers for k, v in layer.get(options_field, {}).items()}
+        if options_field:  # settings from a preset or a saved run that the chosen owner has; those typed, all
+            accepted = _owned_options(config_cls, values)
+            values[options_field] = {k: v for layer in layers for k, v in layer.get(options_field, {}).items()
+                                     if accepted is None or k in accepted}
             values[options_field].update(options)
         return config_cls(**values)
     except LPLError as exc:
         parser.error(str(exc))
+
+
+def _owned_options(config_cls: type, values: Mapping[str, Any]) -> set[str] | None:
+    """The settings of the owner chosen in ``values`` (``config_cls.option_owner``, e.g. the objective), or None
+    when the class has no owners or the owner is unknown (the config's own check then says so)."""
+    owner = values.get(getattr(config_cls, "option_owner", ""))
+    groups = config_cls.option_groups() if hasattr(config_cls, "option_groups") else {}
+    return {f.name for f in dataclasses.fields(groups[owner])} if owner in groups else None
 
 
 def saved_settings(config_cls: type, path: Path, commands: Mapping[str, type] | None = None) -> dict[str, Any]:

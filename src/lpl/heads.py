@@ -161,7 +161,8 @@ class LPLOptions:
     correlation: bool = option(False, "LPL: scale-free decorrelation: units whose standard deviation is below 1 are "
                                "decorrelated by their correlation coefficients (covariances divided by the detached "
                                "deviations), whose pull does not fade with the features' scale as the covariances' "
-                               "does; above unit scale the covariances, which hold the scale")
+                               "does; units with deviations of 1 or more keep the covariance form, which limits "
+                               "their growth")
     shared_variance: bool = option(False, "LPL on a loss grid: one variance per channel over images and "
                                    "positions (--no-shared-variance: one per channel and position, as the official "
                                    "code for full maps)")

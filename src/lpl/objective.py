@@ -66,7 +66,7 @@ class LPLObjective:
             "pred": (rules.predictive_loss(pred_views[1], pred_views[0], r, self.stop_gradient, *pred_views[2:])
                      if pred_views is not None else rules.predictive_loss(z_now, z_prev, r, self.stop_gradient)),
             "hebb": 0.5 * rules.hebbian_loss(stacked(hebb_views), r, self.eps),
-            "decorr": 0.5 * rules.decorrelation_loss(stacked(decorr_views), r, self.correlation),
+            "decorr": 0.5 * rules.decorrelation_loss(stacked(decorr_views), r, self.correlation, self.eps),
         }
 
     def weighted(self, terms: dict[str, Tensor]) -> Tensor:
@@ -88,7 +88,7 @@ class LPLObjective:
         if self.hebb:
             grad.add_(rules.hebbian_grad_centered(zc, r, self.eps), alpha=0.5 * self.hebb)
         if self.decorr:
-            grad.add_(rules.decorrelation_grad_centered(zc, r, self.correlation), alpha=0.5 * self.decorr)
+            grad.add_(rules.decorrelation_grad_centered(zc, r, self.correlation, self.eps), alpha=0.5 * self.decorr)
         if self.pred:
             grad[1].add_(rules.predictive_grad(views[1], views[0], r), alpha=self.pred)
         return grad

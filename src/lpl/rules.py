@@ -101,8 +101,9 @@ def hebbian_grad_centered(zc: Tensor, reduction: Reduction = "sum", eps: float =
 
 def standardised(zc: Tensor, eps: float = EPS) -> Tensor:
     """Centred ``zc`` (..., B, M) in units of each unit's batch standard deviation where that is below 1 (the
-    deviation detached, a constant): covariances of the result are correlation coefficients for units below unit
-    scale and the covariances themselves above it."""
+    deviation detached, a constant): covariances of the result are correlation coefficients between units below
+    unit scale, covariances between units above it, and ``C_ik / std_i`` between one of each. ``eps`` regularises
+    the variance as in the Hebbian term, so units with deviations near sqrt(eps) = 0.01 are divided a little less."""
     return zc / _scale_unit(zc, eps)
 
 
@@ -123,17 +124,18 @@ def _off_diagonal_covariance_centered(zc: Tensor) -> Tensor:
     return cov
 
 
-def decorrelation_loss(z: Tensor, reduction: Reduction = "sum", correlation: bool = False) -> Tensor:
+def decorrelation_loss(z: Tensor, reduction: Reduction = "sum", correlation: bool = False, eps: float = EPS
+                       ) -> Tensor:
     """Sum of squared off-diagonal covariances of ``z`` (B, M) (or their mean over M^2 - M).
 
     ``correlation=True`` measures each unit in units of its detached standard deviation while that is below 1
     (``standardised``): for small features the term takes squared correlation coefficients, whose pull does not
     fade with the square of the features' scale as the covariances' does (while the Hebbian term's ``-log var``
     keeps its strength at any scale, so that units at a small scale all align with the strongest input
-    direction); above unit scale it is the covariance form, which keeps the features' scale in check.
+    direction); units with deviations of 1 or more keep the covariance form, which limits their growth.
     """
     zc = centered(z)
-    zc = standardised(zc) if correlation else zc
+    zc = standardised(zc, eps) if correlation else zc
     return _off_diagonal_covariance_centered(zc).square().sum() * _pair_scale(z.shape[-1], reduction)
 
 
@@ -142,12 +144,13 @@ def decorrelation_grad(z: Tensor, reduction: Reduction = "sum") -> Tensor:
     return decorrelation_grad_centered(centered(z), reduction)
 
 
-def decorrelation_grad_centered(zc: Tensor, reduction: Reduction = "sum", correlation: bool = False) -> Tensor:
+def decorrelation_grad_centered(zc: Tensor, reduction: Reduction = "sum", correlation: bool = False,
+                                eps: float = EPS) -> Tensor:
     """``decorrelation_grad`` of an already centred ``zc``; with ``correlation`` that of the ``standardised``
     form (``zs = zc / s`` with s = min(std, 1) constant): ``4 zs R_off / ((B - 1) s)``."""
     scale = 4.0 * _pair_scale(zc.shape[-1], reduction) / (zc.shape[-2] - 1)
     if not correlation:
         return zc @ _off_diagonal_covariance_centered(zc).mul_(scale)
-    unit = _scale_unit(zc)
+    unit = _scale_unit(zc, eps)
     zs = zc / unit
     return zs @ _off_diagonal_covariance_centered(zs).mul_(scale) / unit

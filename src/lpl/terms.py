@@ -23,7 +23,8 @@ LPL_TERMS: dict[str, Term] = {
                  "falls; it can rise while the Hebbian term spreads the responses (read it with their variance)"),
     "hebb": Term("Hebbian term: minus the log of each unit's variance over the batch",
                  "falls as units spread their responses, then levels off"),
-    "decorr": Term("decorrelation term: squared covariances between different units", "stays small"),
+    "decorr": Term("decorrelation term: squared covariances between different units (with --correlation, of each "
+                   "unit divided by its standard deviation where that is below 1)", "stays small"),
 }
 RUN_TERMS: dict[str, Term] = {
     "loss": Term("the weighted objective summed over every head", "falls"),

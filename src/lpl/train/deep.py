@@ -78,6 +78,7 @@ class DeepConfig(TrainConfig):
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = PRESETS
     options_field: ClassVar[str] = "head"
+    option_owner: ClassVar[str] = "objective"  # a preset's head settings apply to the objectives that have them
 
     preset: str | None = option(None, f"named settings: {preset_help()}; flags given beside it win")
     objective: str = option("lpl", "per-layer objective: " + ", ".join(HEADS))
