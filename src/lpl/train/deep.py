@@ -53,8 +53,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},  # the official protocol: VGG-11, loss on globally pooled outputs (50.2% / 56.0%)
     "full-maps": {"loss_grid": [0]},  # VGG-11, loss on full feature maps (56.5% / 66.1% at 100 epochs)
     # the best layer-local LPL found: 3 wide blocks, full maps, scale-free decorrelation, 300 epochs
+    # (69.9% / 71.1%, 4.6 minutes on an H200)
     "best-lpl": {"network": "wide3", "loss_grid": [0], "epochs": 300, "head": {"correlation": True}},
     # a sequence folder (video, turntable views): consecutive frames as pairs, scale-free decorrelation
+    # (ETH-80, VGG-11, 400 epochs: every layer above its initialisation at 45 degrees, final layer 73.3% vs 62.6%)
     "video": {"views": "temporal", "head": {"correlation": True}},
 }
 
