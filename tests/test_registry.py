@@ -62,3 +62,11 @@ def test_a_setting_of_another_objective_is_refused(tmp_path, monkeypatch, capsys
     assert exit_info.value.code == 2 and not (tmp_path / "out").exists()
     err = capsys.readouterr().err
     assert "--objective lpl has no such setting: --temperature belongs to simclr" in err
+
+
+def test_a_heads_flags_are_listed_with_their_own_value_names(monkeypatch, capsys):
+    monkeypatch.setitem(lpl.heads.HEADS, "whitening", Whitening)
+    with pytest.raises(SystemExit):
+        main(["train-deep", "--help"])
+    out = capsys.readouterr().out
+    assert "whitening settings" in out and "--strength STRENGTH" in out and "OPTION:" not in out

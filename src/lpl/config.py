@@ -273,9 +273,11 @@ def build_parser(config_cls: type, prog: str, description: str, preset: Mapping[
             if field.name in added:
                 continue
             added.add(field.name)
+            kwargs = _flag_kwargs(option_hints[field.name])
+            if "action" not in kwargs:  # argparse would name the value after the prefixed dest
+                kwargs["metavar"] = field.name.upper()
             group.add_argument(flag(field.name), dest=f"{OPTION_PREFIX}{field.name}", default=argparse.SUPPRESS,
-                               help=_with_default(field.metadata.get("help", ""), field_default(field)),
-                               **_flag_kwargs(option_hints[field.name]))
+                               help=_with_default(field.metadata.get("help", ""), field_default(field)), **kwargs)
     if issubclass(config_cls, RunOptions):
         parser.add_argument("--config", dest=SAVED_CONFIG, metavar="FILE", default=argparse.SUPPRESS if explicit
                             else None, help="the settings of a saved run (<output-dir>/logs/<name>_run.json) as "

@@ -82,7 +82,8 @@ class DeepConfig(TrainConfig):
     options_field: ClassVar[str] = "head"
     option_owner: ClassVar[str] = "objective"  # a preset's head settings apply to the objectives that have them
 
-    preset: str | None = option(None, f"named settings: {preset_help()}; flags given beside it win")
+    preset: str | None = option(None, f"named settings: {preset_help()}; flags given beside it win, and its "
+                                "objective settings (--correlation) apply to the objectives that have them")
     objective: str = option("lpl", "per-layer objective: " + ", ".join(HEADS))
     head: dict[str, Any] = option({}, "the objective's own settings (given as flags)", hidden=True)
     end_to_end: bool = option(False, "one head on the last block, backpropagated through all blocks "
