@@ -39,7 +39,7 @@ class LPLObjective:
     reduction: Reduction = "mean"
     eps: float = rules.EPS
     stop_gradient: bool = True  # of the earlier view in the predictive term (autograd paths)
-    correlation: bool = False  # decorrelate correlation coefficients instead of covariances (scale-free)
+    correlation: bool = False  # decorrelate units below unit scale by correlation coefficients (rules.standardised)
 
     def coefficients(self) -> dict[str, float]:
         return {"pred": self.pred, "hebb": self.hebb, "decorr": self.decorr}
