@@ -241,8 +241,9 @@ def against_the_paper(runs: Mapping[str, Run], pixels: InputReadout | None, tol:
     if pixels is not None:
         text = f"The same readout on raw pixels gives {pct(pixels.readout)}% (published {PIXELS.published.value}%)"
         if lpl is not None:
-            verdict = judge(lpl.readouts()[-1], pixels.readout, tol)
-            gap = abs(100 * (lpl.readouts()[-1] - pixels.readout))
+            final = lpl.readouts()[-1]
+            verdict = judge(final, pixels.readout, tol)
+            gap = abs(100 * (final - pixels.readout))
             text += ("; LPL's final layer is level with it" if verdict == "tie" else
                      f"; LPL's final layer is {gap:.1f} points {'above' if verdict == 'better' else 'below'} it")
         out.append(text + ".")
@@ -267,8 +268,8 @@ def must_show(runs: Mapping[str, Run], tol: float, layers: int) -> list[str]:
     """The paper's checks: LPL's final layer >= 53%; at layers 3 and up, LPL above its random initialisation
     (by more than the tie tolerance) and Hebbian off at most 15%."""
     lpl, hebb = runs.get("lpl"), runs.get("hebb_off")
-    final = lpl.readouts()[-1] if lpl is not None else None
-    out = [_check("LPL final layer >= 53%", None if final is None else (final >= 0.53, f"{pct(final)}%"))]
+    trained = lpl.readouts() if lpl is not None else []
+    out = [_check("LPL final layer >= 53%", (trained[-1] >= 0.53, f"{pct(trained[-1])}%") if trained else None)]
     deep = list(range(3, layers + 1))
     if not deep:
         few = f"not checked: the network has {layers} layer(s), the check is on layers 3 and up"
@@ -277,13 +278,14 @@ def must_show(runs: Mapping[str, Run], tol: float, layers: int) -> list[str]:
     if lpl is None or len(init) < layers:
         out.append(_check(f"LPL above random init at {spans(deep)}", None))
     else:
-        low = [i for i in deep if judge(lpl.readouts()[i - 1], init[i - 1], tol) != "better"]
+        low = [i for i in deep if judge(trained[i - 1], init[i - 1], tol) != "better"]
         out.append(_check(f"LPL above random init at {spans(deep)}", (not low, f"not at {spans(low)}" if low else "")))
     if hebb is None:
         out.append(_check(f"Hebbian off <= 15% at {spans(deep)}", None))
     else:
-        top = max(deep, key=lambda i: hebb.readouts()[i - 1])
-        highest = hebb.readouts()[top - 1]
+        ablated = hebb.readouts()
+        top = max(deep, key=lambda i: ablated[i - 1])
+        highest = ablated[top - 1]
         out.append(_check(f"Hebbian off <= 15% at {spans(deep)}", (highest <= 0.15, f"highest {pct(highest)}% at "
                                                                                      f"layer {top}")))
     return out

@@ -103,12 +103,17 @@ class Run:
     def last_step(self) -> int | None:
         return next((r.get("step") for r in reversed(self.log) if "event" not in r), None)
 
+    def _stopped_at(self, planned: int | None) -> int | None:
+        """The last logged step where the log ends before ``planned`` steps (None otherwise)."""
+        last = self.last_step
+        return last if planned and isinstance(last, int) and last < planned else None
+
     @property
     def length(self) -> str:
         """``100`` (epochs) or ``5000 steps``, and how the run stopped early."""
-        steps, planned, last = self.config.get("steps"), self._part("schedule").get("steps"), self.last_step
+        steps, planned = self.config.get("steps"), self._part("schedule").get("steps")
         text = f"{steps} steps" if steps else str(self.config.get("epochs", "?"))
-        text += f", stopped at step {last} of {planned}" if planned and isinstance(last, int) and last < planned else ""
+        text += f", stopped at step {stopped} of {planned}" if (stopped := self._stopped_at(planned)) else ""
         status = self.timing.get("status")
         return text + (f", {STATUS.get(status, status)}" if status not in (None, "completed") else "")
 
@@ -118,8 +123,7 @@ class Run:
         steps = self._part("schedule").get("steps") or config.get("steps")
         epochs = None if config.get("steps") else config.get("epochs")  # deep runs: --steps 0 means by epochs
         text = (f"{steps} steps" + (f" ({epochs} epochs)" if epochs else "")) if steps else f"{epochs} epochs"
-        text += f", stopped at step {self.last_step}" if steps and isinstance(self.last_step, int) and \
-            self.last_step < steps else ""
+        text += f", stopped at step {stopped}" if (stopped := self._stopped_at(steps)) else ""
         mode = self.objective.get("views") or self.objective.get("pairs")
         if mode == "auto":  # PairStream: consecutive frames when the data has sequences, else augmented views
             mode = "temporal" if self.data.get("sequences", {}).get("train") else "augment"
