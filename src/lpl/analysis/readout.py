@@ -107,14 +107,16 @@ def write_readouts(layout: RunLayout, epochs: int = 20, device: torch.device | s
     protocol and, for ``grid`` > 0, the spatial one."""
     record = read_record(layout.record_file)
     results: dict[str, Any] = {"config": record["config"]}
-    after = layout.activation_file("after")
-    if after.is_file() and int(torch.unique(load_torch(after, "export")["labels"]).numel()) < 2:
-        results["note"] = "the exported images are of one class: a readout would be trivially right; none fitted"
-        return atomic_write_json(results, layout.results_file)
     for tag, stage in STAGES.items():
         path = layout.activation_file(tag)
-        if path.is_file():
-            results[stage] = layer_readouts(load_torch(path, "export"), epochs, device)
+        if not path.is_file():
+            continue
+        export = load_torch(path, "export")  # both exports hold the same images and labels
+        if int(torch.unique(export["labels"]).numel()) < 2:
+            note = "the exported images are of one class: a readout would be trivially right; none fitted"
+            return atomic_write_json({"config": record["config"], "note": note}, layout.results_file)
+        results[stage] = layer_readouts(export, epochs, device)
+        del export
     if grid:
         results["spatial"] = spatial_readouts(layout, record["config"], grid, epochs, device)
     return atomic_write_json(results, layout.results_file)
