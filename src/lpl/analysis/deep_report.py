@@ -13,7 +13,7 @@ from typing import Any
 
 from lpl.analysis.document import Block, Bullets, Column, Figure, Heading, Paragraph, Table
 from lpl.analysis.figures import plot_layer_comparison
-from lpl.analysis.runs import Run
+from lpl.analysis.runs import Run, chance_of
 from lpl.analysis.verdicts import deep_sentences, join_names, pct, tolerance
 from lpl.config import PLACEMENT, RUN_CONTROL
 
@@ -90,13 +90,6 @@ def init_rows(runs: Sequence[Run]) -> list[InitRow]:
 def scored_images(runs: Sequence[Run]) -> int | None:
     """The fewest test images any of ``runs`` scored its readouts on (``num_export``), if known."""
     return min((r.config["num_export"] for r in runs if isinstance(r.config.get("num_export"), int)), default=None)
-
-
-def chance_of(runs: Sequence[Run]) -> float | None:
-    """1 / classes of the runs' data set, where their records agree on two or more classes."""
-    classes = {r.classes for r in runs}
-    count = classes.pop() if len(classes) == 1 else None
-    return 1 / count if count and count > 1 else None
 
 
 def spatial(run: Run, stage: str) -> list[float]:

@@ -17,7 +17,7 @@ from lpl.analysis.deep_report import deep_comparison
 from lpl.analysis.document import Block, Bullets, Column, Figure, Heading, Paragraph, Table
 from lpl.analysis.evaluate import Evaluation, Views, analyze_file, load_representations
 from lpl.analysis.probes import probe_split
-from lpl.analysis.runs import Run, find_runs
+from lpl.analysis.runs import Run, chance_of, find_runs
 from lpl.analysis.verdicts import Row, merge_duplicates, tolerance
 from lpl.io import atomic_write_text
 from lpl.validation import LPLError
@@ -134,8 +134,10 @@ def rows_table(rows: Sequence[Row]) -> Table:
 
 
 def _chance(runs: Sequence[Run], rows: Sequence[Row]) -> float | None:
-    """1 / classes (from the record, else of the exported labels); None for a single class."""
-    classes = runs[0].classes if runs and runs[0].classes else int(rows[0].values.get("classes", 0))
+    """``chance_of`` the runs' records, else 1 / the exported labels' classes; None for a single class."""
+    if (chance := chance_of(runs)) is not None:
+        return chance
+    classes = int(rows[0].values.get("classes", 0))
     return 1 / classes if classes > 1 else None
 
 

@@ -163,6 +163,13 @@ class Run:
         return f"{net.get('kind', 'unknown')} network" + (f", {net['trained']} trained" if "trained" in net else "")
 
 
+def chance_of(runs: Sequence[Run]) -> float | None:
+    """1 / classes of the runs' data set, where their records agree on two or more classes."""
+    classes = {r.classes for r in runs}
+    count = classes.pop() if len(classes) == 1 else None
+    return 1 / count if count and count > 1 else None
+
+
 def _found_at(path: Path) -> list[tuple[RunLayout, dict[str, Any] | None]]:
     """The runs a path names: a results file's, an export's, or every run of an output folder (or of its run
     folders, as ``lpl reproduce`` keeps them)."""
