@@ -14,8 +14,8 @@ def _with_activity_penalty(monkeypatch) -> None:
     """A user's edit of objective.py: a new term 'activity' with coefficient 0.5."""
     terms, coefficients = LPLObjective.terms, LPLObjective.coefficients
 
-    def new_terms(self, z_prev, z_now, *args, **kwargs):
-        return {**terms(self, z_prev, z_now, *args, **kwargs), "activity": z_now.square().mean()}
+    def new_terms(self, views, *args, **kwargs):
+        return {**terms(self, views, *args, **kwargs), "activity": views[1].square().mean()}
 
     monkeypatch.setattr(LPLObjective, "terms", new_terms)
     monkeypatch.setattr(LPLObjective, "coefficients", lambda self: {**coefficients(self), "activity": 0.5})

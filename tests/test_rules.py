@@ -92,7 +92,7 @@ def test_switched_off_term_has_no_gradient():
 
 
 def test_terms_keep_shapes_and_are_scalars():
-    terms = LPLObjective().terms(torch.randn(9, 3), torch.randn(9, 3))
+    terms = LPLObjective().terms(torch.randn(2, 9, 3))
     assert set(terms) == {"pred", "hebb", "decorr"} and all(v.shape == () for v in terms.values())
     assert LPLObjective().grad(torch.randn(2, 9, 3)).shape == (2, 9, 3)
 
@@ -103,10 +103,10 @@ def test_each_term_falls_when_optimised(term):
     prev = torch.randn(32, 6)
     z = (torch.randn(32, 6) * 0.5).requires_grad_()
     objective = LPLObjective(**{k: float(k == term) for k in ("pred", "hebb", "decorr")}, reduction="sum")
-    start = objective.terms(prev, z)[term].item()
+    start = objective.terms(torch.stack((prev, z)))[term].item()
     optimiser = torch.optim.SGD([z], lr=0.05)
     for _ in range(50):
         optimiser.zero_grad()
         objective.loss(prev, z).backward()
         optimiser.step()
-    assert objective.terms(prev, z.detach())[term].item() < start - 1e-3
+    assert objective.terms(torch.stack((prev, z.detach())))[term].item() < start - 1e-3

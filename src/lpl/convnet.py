@@ -149,6 +149,12 @@ def gather_batch(z: Tensor) -> Tensor:
     return gather(z.contiguous(), gather_dim=0, group=world)
 
 
+def gather_views(stacked: Tensor) -> Tensor:
+    """Stacked views (2, S, K) with every process's rows of each view (``gather_batch``); ``stacked`` itself
+    outside ``torchrun``, without a copy."""
+    return torch.stack([gather_batch(v) for v in stacked.unbind(0)]) if distributed() else stacked
+
+
 def full_precision(x: Tensor) -> Tensor:
     """``x`` as float32 for the objectives' statistics (bf16 and fp16 are widened); float64 stays float64."""
     return x if x.dtype == torch.float64 else x.float()

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from lpl import rules
 from lpl.config import flag, option, require
-from lpl.convnet import ConvNet, distributed, full_precision, gather_batch, grid_pool
+from lpl.convnet import ConvNet, distributed, full_precision, gather_batch, gather_views, grid_pool
 from lpl.objective import LPLObjective
 from lpl.terms import LPL_TERMS, Term
 from lpl.validation import LPLError
@@ -221,13 +221,14 @@ class LPLHead(LayerHead):
         z = self.pooled(maps)
         if self.projector is not None:
             z = self.projector(z)
-        positions = z.permute(0, 2, 3, 1).reshape(2, -1, z.shape[1]).unbind(0)
-        z_prev, z_now = z.flatten(1).chunk(2)
-        hebb_views = positions if self.options.shared_variance else None
-        terms = self.objective.terms(z_prev, z_now, gather_batch, decorr_views=positions, hebb_views=hebb_views,
+        rows = z.permute(0, 2, 3, 1)  # (2B, g, g, C): channels-last memory order, so the views below copy nothing
+        views = rows.reshape(2, z.shape[0] // 2, -1)  # (2, B, g * g * C): units in any order, the terms sum over them
+        positions = rows.reshape(2, -1, z.shape[1])  # (2, B * g * g, C): every position's channel vector a sample
+        terms = self.objective.terms(views, gather_views, decorr_views=positions,
+                                     hebb_views=positions if self.options.shared_variance else None,
                                      pred_views=self._pred_views(maps, z, geometry))
         if self.options.stale_estimates and self.training:
-            terms["hebb"] = self._stale_hebbian(torch.stack((gather_batch(z_prev), gather_batch(z_now))))
+            terms["hebb"] = self._stale_hebbian(gather_views(views))
         return self.objective.weighted(terms), {k: v.detach() for k, v in terms.items()}
 
     def _stale_hebbian(self, views: Tensor) -> Tensor:

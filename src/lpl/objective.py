@@ -19,10 +19,6 @@ from lpl.rules import Reduction
 TERMS = ("pred", "hebb", "decorr")
 
 
-def _same(z: Tensor) -> Tensor:
-    return z
-
-
 @dataclass(frozen=True)
 class LPLObjective:
     """``pred * L_pred + hebb * L_hebb + decorr * L_decorr`` for one layer and a temporal pair.
@@ -44,29 +40,31 @@ class LPLObjective:
     def coefficients(self) -> dict[str, float]:
         return {"pred": self.pred, "hebb": self.hebb, "decorr": self.decorr}
 
-    def terms(self, z_prev: Tensor, z_now: Tensor, gather: Callable[[Tensor], Tensor] = _same,
-              decorr_views: Sequence[Tensor] | None = None, hebb_views: Sequence[Tensor] | None = None,
+    def terms(self, views: Tensor, gather: Callable[[Tensor], Tensor] | None = None,
+              decorr_views: Tensor | None = None, hebb_views: Tensor | None = None,
               pred_views: Sequence[Tensor] | None = None) -> dict[str, Tensor]:
-        """Unweighted, differentiable value of every term for ``z_prev``, ``z_now`` (B, M).
+        """Unweighted, differentiable value of every term for ``views`` (2, B, M): (z_prev, z_now) stacked.
 
-        ``gather`` collects a view's rows from every process before the batch statistics
-        (variance, covariance) are taken, so they are those of the global batch under torchrun.
-        ``decorr_views`` and ``hebb_views`` (each two (S, K) tensors, one per view) replace the samples
-        of the decorrelation and Hebbian terms, for example the channel vectors of every position of a
-        feature map (then S = B * positions and K = channels). ``pred_views`` (earlier, later[, mask]),
-        each (B, K), replaces the views of the predictive term (for example the earlier view resampled at
-        the later view's positions, with a mask of the positions both views see).
+        ``gather`` collects every process's rows of stacked views (2, S, K) before the batch statistics
+        (variance, covariance) are taken, so they are those of the global batch under torchrun
+        (``convnet.gather_views``; None: this process's batch is the whole batch). ``decorr_views`` and
+        ``hebb_views`` (each (2, S, K), one row block per view) replace the samples of the decorrelation and
+        Hebbian terms, for example the channel vectors of every position of a feature map (then S = B *
+        positions and K = channels). ``pred_views`` (earlier, later[, mask]), each (B, K), replaces the views
+        of the predictive term (for example the earlier view resampled at the later view's positions, with a
+        mask of the positions both views see). Stacked inputs are used as they are: no copy is made.
         """
         r = self.reduction
 
-        def stacked(given: Sequence[Tensor] | None) -> Tensor:
-            return torch.stack([gather(v) for v in (given if given is not None else (z_prev, z_now))])
+        def gathered(given: Tensor | None) -> Tensor:
+            stacked = views if given is None else given
+            return stacked if gather is None else gather(stacked)
 
+        earlier, later, *mask = pred_views if pred_views is not None else views.unbind(0)
         return {
-            "pred": (rules.predictive_loss(pred_views[1], pred_views[0], r, self.stop_gradient, *pred_views[2:])
-                     if pred_views is not None else rules.predictive_loss(z_now, z_prev, r, self.stop_gradient)),
-            "hebb": 0.5 * rules.hebbian_loss(stacked(hebb_views), r, self.eps),
-            "decorr": 0.5 * rules.decorrelation_loss(stacked(decorr_views), r, self.correlation, self.eps),
+            "pred": rules.predictive_loss(later, earlier, r, self.stop_gradient, *mask),
+            "hebb": 0.5 * rules.hebbian_loss(gathered(hebb_views), r, self.eps),
+            "decorr": 0.5 * rules.decorrelation_loss(gathered(decorr_views), r, self.correlation, self.eps),
         }
 
     def weighted(self, terms: dict[str, Tensor]) -> Tensor:
@@ -76,7 +74,7 @@ class LPLObjective:
 
     def loss(self, z_prev: Tensor, z_now: Tensor) -> Tensor:
         """Weighted total, differentiable (the dense autograd path)."""
-        return self.weighted(self.terms(z_prev, z_now))
+        return self.weighted(self.terms(torch.stack((z_prev, z_now))))
 
     def grad(self, views: Tensor) -> Tensor:
         """Closed-form d loss / d views for ``views`` (2, B, M) = (z_prev, z_now): autograd's value.
