@@ -93,6 +93,11 @@ def test_linear_readouts_separate_separable_features_and_equal_one_readout_per_l
     alone = [linear_readouts([x[:400]], y[:400], [x[400:]], y[400:], epochs=30, batch=64, lr=1e-2)[0]
              for x in (separable, noise)]
     assert joint == pytest.approx(alone, abs=1e-6)
+    both = [x[:400] for x in (separable, noise)], [x[400:] for x in (separable, noise)]
+    combined = linear_readouts(both[0], y[:400], both[1], y[400:], epochs=30, batch=64, lr=1e-2, combined=True)
+    concatenated = linear_readouts([torch.cat(both[0], 1)], y[:400], [torch.cat(both[1], 1)], y[400:], epochs=30,
+                                   batch=64, lr=1e-2)
+    assert combined[:2] == pytest.approx(joint, abs=1e-6) and combined[2] == pytest.approx(concatenated[0], abs=1e-6)
 
 
 def test_schedule_warms_up_then_decays():

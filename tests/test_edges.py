@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 import lpl.analysis.commands
+import lpl.cli
 import lpl.demo
 from lpl.cli import main
 from lpl.train import run as loop
@@ -175,6 +176,21 @@ def test_batch_too_large_for_memory_suggests_a_smaller_batch(error, tmp_path, mo
     status, _, err = run(["train", *DENSE, "--steps", "2", "--output-dir", str(tmp_path / "out")], capsys)
     assert status == 2
     assert "out of memory; lower --batch-size or --num-export" in error_line(err, "train")
+
+
+def test_readouts_out_of_memory_after_training_say_the_run_is_saved_and_how_to_fit_them(tmp_path, monkeypatch,
+                                                                                          capsys):
+    def allocate(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 6.00 GiB")
+
+    monkeypatch.setattr(lpl.cli, "write_readouts", allocate)
+    out = tmp_path / "out"
+    status, _, err = run(["train-deep", "--dataset", "shapes", *DEEP, "--batch-size", "8", "--steps", "2",
+                          "--output-dir",
+                          str(out)], capsys)
+    line = error_line(err, "train-deep")
+    assert status == 2 and "training finished and is saved" in line
+    assert f"lpl readout {out} --name deep_lpl" in line and (out / "logs" / "deep_lpl_run.json").is_file()
 
 
 def test_other_runtime_errors_are_not_mistaken_for_memory(tmp_path, monkeypatch):

@@ -168,7 +168,7 @@ def _official_terms(z_prev: torch.Tensor, z_now: torch.Tensor, samples: torch.Te
             "decorr": (decorr(samples[0]) + decorr(samples[1])) / 2}
 
 
-@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])  # the GPU trainer's: views, no copies
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])  # the GPU trainer: channels last
 @pytest.mark.parametrize("grid", [0, 4, 7])
 def test_lpl_on_a_grid_as_large_as_the_map_is_the_official_full_map_loss(grid, layout):
     maps = _maps(side=4)

@@ -57,7 +57,15 @@ def train_deep_and_read_out(config: DeepConfig) -> RunResult:
     """``lpl train-deep``: train, then (``--evaluate``, on the process that writes) fit the readouts."""
     result = train_deep(config, knn_monitor)
     if config.evaluate and result.status != "interrupted" and not (dist.is_initialized() and dist.get_rank()):
-        write_readouts(config.layout(), config.eval_epochs, config.device, config.readout_grid)
+        layout = config.layout()
+        try:
+            write_readouts(layout, config.eval_epochs, config.device, config.readout_grid)
+        except (RuntimeError, MemoryError) as exc:
+            if not _out_of_memory(exc):
+                raise
+            raise LPLError(f"training finished and is saved; its readouts ran out of memory on {config.device}: fit "
+                           f"them with 'lpl readout {layout.root} --name {layout.name}' when the device is free, or "
+                           f"add --device cpu") from exc
     return result
 
 

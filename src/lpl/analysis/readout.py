@@ -35,26 +35,39 @@ def _seeded_linear(in_features: int, out_features: int, seed: int) -> torch.nn.L
 @torch.no_grad()
 def linear_readouts(train_layers: list[torch.Tensor], train_y: torch.Tensor, test_layers: list[torch.Tensor],
                     test_y: torch.Tensor, epochs: int = 20, batch: int = 512, lr: float = 1e-3,
-                    seed: int = 0) -> list[float]:
+                    seed: int = 0, combined: bool = False) -> list[float]:
     """Test accuracy of a logistic-regression readout of each layer's standardised frozen features (Adam,
-    ``epochs`` passes in minibatches of ``batch``). All layers train in one loop on the same minibatches: with
-    their own parameters and a per-parameter Adam, that is exactly one readout per layer, in 1/L the steps."""
+    ``epochs`` passes in minibatches of ``batch``), and with ``combined`` one more of all layers concatenated
+    (last). All readouts train in one loop on the same minibatches: with their own parameters and a
+    per-parameter Adam, that is exactly one readout each, in fewer steps. Features are standardised a minibatch
+    at a time, so no copy of them is made (the spatial protocol's are gigabytes)."""
     device = train_layers[0].device
     classes = int(max(train_y.max(), test_y.max())) + 1
     stats = [(x.mean(0), x.std(0) + 1e-6) for x in train_layers]
-    train_x = [(x - m) / s for x, (m, s) in zip(train_layers, stats)]
-    test_x = [(x - m) / s for x, (m, s) in zip(test_layers, stats)]
-    heads = torch.nn.ModuleList(_seeded_linear(x.shape[1], classes, seed) for x in train_x).to(device)
+
+    def inputs(layers: list[torch.Tensor], index: torch.Tensor | slice) -> list[torch.Tensor]:
+        parts = [(x[index] - m) / s for x, (m, s) in zip(layers, stats)]
+        return [*parts, torch.cat(parts, 1)] if combined else parts
+
+    widths = [x.shape[1] for x in train_layers]
+    widths += [sum(widths)] * combined
+    heads = torch.nn.ModuleList(_seeded_linear(width, classes, seed) for width in widths).to(device)
     optimizer = torch.optim.Adam(heads.parameters(), lr=lr)
     generator = torch.Generator(device).manual_seed(seed)
     for _ in range(epochs):
         for index in torch.randperm(len(train_y), generator=generator, device=device).split(batch):
             with torch.enable_grad():
-                loss = sum(F.cross_entropy(head(x[index]), train_y[index]) for head, x in zip(heads, train_x))
+                batch_x = inputs(train_layers, index)
+                loss = sum(F.cross_entropy(head(x), train_y[index]) for head, x in zip(heads, batch_x))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()  # type: ignore[union-attr]
             optimizer.step()
-    return [float((head(x).argmax(1) == test_y).float().mean()) for head, x in zip(heads, test_x)]
+    correct = torch.zeros(len(heads), device=device)
+    for start in range(0, len(test_y), 4096):
+        rows = slice(start, start + 4096)
+        for k, (head, x) in enumerate(zip(heads, inputs(test_layers, rows))):
+            correct[k] += (head(x).argmax(1) == test_y[rows]).sum()
+    return (correct / len(test_y)).tolist()
 
 
 def layer_readouts(export: dict[str, Any], epochs: int = 20, device: torch.device | str = "cpu",
@@ -94,10 +107,10 @@ def spatial_readouts(layout: RunLayout, config: dict[str, Any], grid: int, epoch
         net = load(layout.root, layout.name, tag, device)
         train_x, test_x = ([x.to(device) for x in features(net, images, grid=grid)]
                            for images in (train.images[:train_count], test.images[:test_count]))
-        train_x, test_x = [*train_x, torch.cat(train_x, 1)], [*test_x, torch.cat(test_x, 1)]  # and all blocks
         accuracies = linear_readouts(train_x, train.labels[:train_count].to(device), test_x,
-                                     test.labels[:test_count].to(device), epochs)
-        out[stage] = {"layers": accuracies[:-1], "all": accuracies[-1], "features": [x.shape[1] for x in test_x]}
+                                     test.labels[:test_count].to(device), epochs, combined=True)  # and all blocks
+        widths = [x.shape[1] for x in test_x]
+        out[stage] = {"layers": accuracies[:-1], "all": accuracies[-1], "features": [*widths, sum(widths)]}
         del train_x, test_x
     return out
 
