@@ -186,8 +186,7 @@ def test_readouts_out_of_memory_after_training_say_the_run_is_saved_and_how_to_f
     monkeypatch.setattr(lpl.cli, "write_readouts", allocate)
     out = tmp_path / "out"
     status, _, err = run(["train-deep", "--dataset", "shapes", *DEEP, "--batch-size", "8", "--steps", "2",
-                          "--output-dir",
-                          str(out)], capsys)
+                          "--output-dir", str(out)], capsys)
     line = error_line(err, "train-deep")
     assert status == 2 and "training finished and is saved" in line
     assert f"lpl readout {out} --name deep_lpl" in line and (out / "logs" / "deep_lpl_run.json").is_file()
