@@ -188,8 +188,9 @@ def test_readouts_out_of_memory_after_training_say_the_run_is_saved_and_how_to_f
     status, _, err = run(["train-deep", "--dataset", "shapes", *DEEP, "--batch-size", "8", "--steps", "2",
                           "--output-dir", str(out)], capsys)
     line = error_line(err, "train-deep")
-    assert status == 2 and "training finished and is saved" in line
-    assert f"lpl readout {out} --name deep_lpl" in line and (out / "logs" / "deep_lpl_run.json").is_file()
+    assert status == 2 and "training ended and is saved" in line and (out / "logs" / "deep_lpl_run.json").is_file()
+    again = line.split("'")[1]  # the command it suggests fits the readouts the run would have fitted
+    assert again == f"lpl readout {out} --name deep_lpl --grid 4 --epochs 20 --device cpu"
 
 
 def test_other_runtime_errors_are_not_mistaken_for_memory(tmp_path, monkeypatch):

@@ -21,6 +21,7 @@ from lpl.heads import (
     info_nce_loss,
     resample_at,
 )
+from lpl.objective import LPLObjective
 from lpl.validation import LPLError
 
 
@@ -168,15 +169,36 @@ def _official_terms(z_prev: torch.Tensor, z_now: torch.Tensor, samples: torch.Te
             "decorr": (decorr(samples[0]) + decorr(samples[1])) / 2}
 
 
-@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])  # the GPU trainer: channels last
 @pytest.mark.parametrize("grid", [0, 4, 7])
-def test_lpl_on_a_grid_as_large_as_the_map_is_the_official_full_map_loss(grid, layout):
+def test_lpl_on_a_grid_as_large_as_the_map_is_the_official_full_map_loss(grid):
     maps = _maps(side=4)
-    _, terms = LPLHead(6, grid=grid)(maps.contiguous(memory_format=layout))
+    _, terms = LPLHead(6, grid=grid)(maps)
     z_prev, z_now = maps.flatten(1).chunk(2)
     samples = maps.permute(0, 2, 3, 1).reshape(2, -1, 6)
     for name, value in _official_terms(z_prev, z_now, samples).items():
         assert terms[name].item() == pytest.approx(value.item(), rel=1e-5), name
+
+
+@pytest.mark.parametrize("grid", [0, 2])
+def test_lpl_on_channels_last_maps_takes_its_samples_without_copies(grid, monkeypatch):
+    maps = _maps(side=4).contiguous(memory_format=torch.channels_last)
+    seen = {}
+
+    def record(self, views, gather=None, decorr_views=None, hebb_views=None, pred_views=None):
+        seen.update(views=views, positions=decorr_views)
+        return terms(self, views, gather, decorr_views, hebb_views, pred_views)
+
+    terms = LPLObjective.terms
+    monkeypatch.setattr(LPLObjective, "terms", record)
+    head = LPLHead(6, grid=grid)
+    _, channels_last = head(maps)
+    storage = {seen[k].untyped_storage().data_ptr() for k in seen}  # both the terms' inputs, one buffer:
+    assert storage == ({maps.untyped_storage().data_ptr()} if grid == 0 else storage) and len(storage) == 1
+    assert seen["views"].untyped_storage().nbytes() == maps.numel() * 4 // (1 if grid == 0 else 4)  # the maps or cells
+    side = grid or 4
+    assert seen["views"].shape == (2, 10, 6 * side**2) and seen["positions"].shape == (2, 10 * side**2, 6)
+    _, contiguous = head(maps.contiguous())
+    assert all(channels_last[k].item() == pytest.approx(contiguous[k].item(), rel=1e-6) for k in channels_last)
 
 
 @pytest.mark.parametrize("shared", [False, True])

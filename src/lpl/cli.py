@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import shlex
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -63,9 +64,10 @@ def train_deep_and_read_out(config: DeepConfig) -> RunResult:
         except (RuntimeError, MemoryError) as exc:
             if not _out_of_memory(exc):
                 raise
-            raise LPLError(f"training finished and is saved; its readouts ran out of memory on {config.device}: fit "
-                           f"them with 'lpl readout {layout.root} --name {layout.name}' when the device is free, or "
-                           f"add --device cpu") from exc
+            again = (f"lpl readout {shlex.quote(str(layout.root))} --name {shlex.quote(layout.name)} --grid "
+                     f"{config.readout_grid} --epochs {config.eval_epochs} --device {config.device}")
+            raise LPLError(f"training ended and is saved; its readouts ran out of memory on {config.device}: fit them "
+                           f"with '{again}' when the device is free, or with --device cpu") from exc
     return result
 
 

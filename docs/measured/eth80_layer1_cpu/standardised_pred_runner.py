@@ -2,20 +2,17 @@
 batch std, so its scale matches the scale-free Hebbian term. Patches LPLObjective.terms, then runs the CLI."""
 import sys
 
-import torch
-
 import lpl.objective as objective
 from lpl.cli import main
 
 original = objective.LPLObjective.terms
 
 
-def terms(self, z_prev, z_now, gather=objective._same, decorr_views=None, hebb_views=None, pred_views=None):
+def terms(self, views, gather=None, decorr_views=None, hebb_views=None, pred_views=None):
     if pred_views is None:
-        std = torch.cat((z_prev, z_now)).detach().std(dim=0) + 1e-4
-        pred_views = (z_prev / std, z_now / std)
-    return original(self, z_prev, z_now, gather, decorr_views=decorr_views, hebb_views=hebb_views,
-                    pred_views=pred_views)
+        std = views.detach().flatten(0, 1).std(dim=0) + 1e-4
+        pred_views = tuple((views / std).unbind(0))
+    return original(self, views, gather, decorr_views=decorr_views, hebb_views=hebb_views, pred_views=pred_views)
 
 
 objective.LPLObjective.terms = terms

@@ -113,7 +113,7 @@ def diagnostics(stack: DenseLPLStack, outputs: list[torch.Tensor], norms: torch.
     layers = cast(Iterable[DenseLPLLayer], stack.layers)
     for i, (layer, z, norm) in enumerate(zip(layers, outputs, norms), 1):
         prefix = f"layer{i}_" if len(outputs) > 1 else ""
-        record.update({f"{prefix}{k}": v.item() for k, v in objective.terms(torch.stack(z.chunk(2))).items()})
+        record.update({f"{prefix}{k}": v.item() for k, v in objective.terms(z.unflatten(0, (2, -1))).items()})
         std = z.std(dim=0)
         record.update({f"{prefix}weight_norm": layer.weight.norm().item(), f"{prefix}update_norm": norm.item(),
                        f"{prefix}act_mean": z.mean().item(), f"{prefix}act_std": std.mean().item(),
