@@ -144,19 +144,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _small_model(objective: str):
+def _small_model(objective: str, loss_grid: int = 1):
     torch.manual_seed(0)
-    return build_model(objective, tiny_net(4, 6), True)
+    return build_model(objective, tiny_net(4, 6), True, loss_grid=[loss_grid])
 
 
 class _Both(torch.nn.Module):
-    """An LPL and a SimCLR model side by side, so that one pair of processes (each start imports torch, seconds)
-    and one DistributedDataParallel check both: their parameters are disjoint, so the gradient of the summed
-    loss is each model's own."""
+    """LPL (pooled and on 2 x 2 grids) and SimCLR models side by side, so that one pair of processes (each start
+    imports torch, seconds) and one DistributedDataParallel check all: their parameters are disjoint, so the
+    gradient of the summed loss is each model's own."""
 
     def __init__(self):
         super().__init__()
         self.models = torch.nn.ModuleDict({objective: _small_model(objective) for objective in ("lpl", "simclr")})
+        self.models["lpl_grid2"] = _small_model("lpl", loss_grid=2)  # positions of every process gathered too
 
     def forward(self, views):
         results = {objective: model(views) for objective, model in self.models.items()}
@@ -201,7 +202,7 @@ def test_two_gloo_processes_compute_the_global_batch_objective(tmp_path):
     total.backward()
     expected_terms = _terms(terms)
     expected_grads = {name: p.grad for name, p in model.named_parameters() if p.requires_grad}
-    assert {name.split(".")[1] for name in expected_grads} == {"lpl", "simclr"}
+    assert {name.split(".")[1] for name in expected_grads} == {"lpl", "simclr", "lpl_grid2"}
     # forked, not spawned: the workers share the imported torch instead of importing it again (seconds each)
     mp.start_processes(_worker, args=(2, _free_port(), views, state, str(tmp_path)), nprocs=2, join=True,
                        start_method="fork")
@@ -219,8 +220,9 @@ def test_two_gloo_processes_compute_the_global_batch_objective(tmp_path):
             assert out[rank]["grads"][name].dtype == torch.float64
             assert torch.allclose(expected, out[rank]["grads"][name], rtol=RTOL, atol=ATOL), name
     # LPL's predictive term is per sample: its mean over processes is the global one
-    mean_pred = [(a["pred"] + b["pred"]) / 2 for a, b in zip(out[0]["terms"]["lpl"], out[1]["terms"]["lpl"])]
-    assert mean_pred == pytest.approx([layer["pred"] for layer in expected_terms["lpl"]], rel=RTOL, abs=ATOL)
+    for lpl in ("lpl", "lpl_grid2"):
+        mean_pred = [(a["pred"] + b["pred"]) / 2 for a, b in zip(out[0]["terms"][lpl], out[1]["terms"][lpl])]
+        assert mean_pred == pytest.approx([layer["pred"] for layer in expected_terms[lpl]], rel=RTOL, abs=ATOL)
 
 
 def test_presets_set_defaults_that_flags_beside_them_replace():
