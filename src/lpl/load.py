@@ -70,12 +70,15 @@ def build_network(description: dict[str, Any]) -> nn.Module:
 
 @torch.no_grad()
 def features(model: nn.Module, images: Tensor, layers: Sequence[int] | None = None, grid: int = 1,
-             batch_size: int = 1024) -> list[Tensor]:
-    """Features of ``images`` (N, C, H, W) for every layer (or the 1-based ``layers``), float32 on the CPU.
+             batch_size: int = 1024, on_device: bool = False,
+             memory_format: torch.memory_format = torch.contiguous_format) -> list[Tensor]:
+    """Features of ``images`` (N, C, H, W) for every layer (or the 1-based ``layers``), float32 on the CPU
+    (``on_device``: on the model's device), computed ``batch_size`` images at a time.
 
     Conv networks: each block's output average-pooled to at most ``grid`` x ``grid`` positions and flattened
     (``grid=1``: global pooling, as the exports and the paper's readout); dense stacks: each layer's output;
-    the seed's BYOL (``lpl train-byol``): its backbone's L2-normalised output, one layer.
+    the seed's BYOL (``lpl train-byol``): its backbone's L2-normalised output, one layer. ``memory_format``: that
+    of the images a conv network sees (the deep trainer's channels-last on a GPU).
     """
     if images.ndim != 4:
         raise LPLError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
@@ -84,12 +87,12 @@ def features(model: nn.Module, images: Tensor, layers: Sequence[int] | None = No
     for part in images.split(batch_size):
         x = to_unit_float(part.to(device))
         if isinstance(model, ConvNet):
-            out = model.pooled_features(x, grid)
+            out = model.pooled_features(x.contiguous(memory_format=memory_format), grid)
         elif isinstance(model, Backbone):
             out = [F.normalize(model(x), dim=1)]
         else:
             out = model.representations(x.flatten(1))  # type: ignore[operator]
-        chunks.append([f.float().cpu() for f in out])
+        chunks.append([f.float() if on_device else f.float().cpu() for f in out])
     every = [torch.cat(layer) for layer in zip(*chunks)]
     if layers is None:
         return every

@@ -28,11 +28,12 @@ import torch.distributed as dist
 from lpl.config import TrainConfig, flag, option, require, require_positive
 from lpl.convnet import NETWORKS, ConvNet, NetworkSpec, network_spec
 from lpl.data import load_splits
-from lpl.data.images import ImageSet, to_unit_float
+from lpl.data.images import ImageSet
 from lpl.data.pairs import PairMode, PairStream
 from lpl.heads import HEADS, build_model, head_class, head_options, options_dict, per_block
 from lpl.io import atomic_torch_save, cache_dir
 from lpl.layout import RunLayout, describe_data, save_export, save_tensors
+from lpl.load import features
 from lpl.terms import RUN_TERMS, Term, terms_record
 from lpl.train.run import RunResult, Schedule, StateGroup, TrainingRun, check_data, check_output_dir
 
@@ -331,14 +332,11 @@ class DeepTrainer:
 
     @torch.no_grad()
     def features(self, data: ImageSet, count: int, on_device: bool = False) -> list[torch.Tensor]:
-        """Pooled features of every block for the first ``count`` images, float32 on the CPU (or the device)."""
+        """Pooled features of every block for the first ``count`` images, float32 on the CPU (or the device):
+        ``lpl.load.features`` under this trainer's autocast and memory format."""
         self.model.eval()
-        chunks = []
-        for images in data.images[:count].split(1024):
-            x = to_unit_float(images.to(self.device)).contiguous(memory_format=self.memory_format)
-            with self._autocast():
-                chunks.append([f if on_device else f.cpu() for f in self.model.net.pooled_features(x)])
-        return [torch.cat(layer) for layer in zip(*chunks)]
+        with self._autocast():
+            return features(self.model.net, data.images[:count], on_device=on_device, memory_format=self.memory_format)
 
     def monitor(self, knn: Monitor, train: ImageSet, test: ImageSet) -> dict[str, float]:
         """``layer<k>_knn20`` of every block: the monitor's accuracy on the first test and training images."""
