@@ -193,6 +193,18 @@ def test_readouts_out_of_memory_after_training_say_the_run_is_saved_and_how_to_f
     assert again == f"lpl readout {out} --name deep_lpl --grid 4 --epochs 20 --device cpu"
 
 
+def test_ctrl_c_during_the_readouts_after_training_says_how_to_fit_them(tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lpl.cli, "write_readouts", interrupted)
+    out = tmp_path / "out"
+    status, _, err = run(["train-deep", "--dataset", "shapes", *DEEP, "--batch-size", "8", "--steps", "2",
+                          "--output-dir", str(out)], capsys)
+    assert status == 130 and "interrupted while fitting the readouts; training ended and is saved" in err
+    assert f"'lpl readout {out} --name deep_lpl --grid 4 --epochs 20 --device cpu'" in err
+
+
 def test_other_runtime_errors_are_not_mistaken_for_memory(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")

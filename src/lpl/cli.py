@@ -59,13 +59,16 @@ def train_deep_and_read_out(config: DeepConfig) -> RunResult:
     result = train_deep(config, knn_monitor)
     if config.evaluate and result.status != "interrupted" and not (dist.is_initialized() and dist.get_rank()):
         layout = config.layout()
+        again = (f"lpl readout {shlex.quote(str(layout.root))} --name {shlex.quote(layout.name)} --grid "
+                 f"{config.readout_grid} --epochs {config.eval_epochs} --device {config.device}")
         try:
             write_readouts(layout, config.eval_epochs, config.device, config.readout_grid)
+        except KeyboardInterrupt:
+            return RunResult("interrupted", result.step, f"interrupted while fitting the readouts; training ended and "
+                             f"is saved: fit them with '{again}'")
         except (RuntimeError, MemoryError) as exc:
             if not _out_of_memory(exc):
                 raise
-            again = (f"lpl readout {shlex.quote(str(layout.root))} --name {shlex.quote(layout.name)} --grid "
-                     f"{config.readout_grid} --epochs {config.eval_epochs} --device {config.device}")
             raise LPLError(f"training ended and is saved; its readouts ran out of memory on {config.device}: fit them "
                            f"with '{again}' when the device is free, or with --device cpu") from exc
     return result
