@@ -2,7 +2,7 @@
 L2 on the readout weights, chosen on a validation split of the training images? For one trained wide3 run and its
 initialisation (the same protocol for both), on the CPU. The readout's Adam is swapped for AdamW with the decay.
 
-    python readout_l2.py RUN_DIR RUN_NAME   (the CIFAR-10 folder at /work/data/cifar10)
+    python readout_l2.py RUN_DIR RUN_NAME [STAGE ...]   (after, before; the CIFAR-10 folder at /work/data/cifar10)
 """
 import functools
 import json
@@ -32,7 +32,7 @@ run, name = sys.argv[1], sys.argv[2]
 train, test = load_splits("/work/data/cifar10")
 y, y_test = train.labels, test.labels
 out = {}
-for stage in ["after", "before"]:
+for stage in sys.argv[3:] or ["after", "before"]:
     t0 = time.time()
     net = load(run, name, stage)
     with torch.inference_mode():
