@@ -8,6 +8,7 @@ import functools
 import io
 import json
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -178,31 +179,23 @@ def test_batch_too_large_for_memory_suggests_a_smaller_batch(error, tmp_path, mo
     assert "out of memory; lower --batch-size or --num-export" in error_line(err, "train")
 
 
-def test_readouts_out_of_memory_after_training_say_the_run_is_saved_and_how_to_fit_them(tmp_path, monkeypatch,
-                                                                                          capsys):
-    def allocate(*args, **kwargs):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 6.00 GiB")
+@pytest.mark.parametrize("stop, status, says", [
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 6.00 GiB"), 2,
+     "lpl train-deep: error: training ended and is saved; its readouts ran out of memory on cpu"),
+    (KeyboardInterrupt(), 130, "interrupted while fitting the readouts; training ended and is saved"),
+], ids=["out of memory", "ctrl-c"])
+def test_readouts_stopped_after_training_say_the_run_is_saved_and_how_to_fit_them(stop, status, says, tmp_path,
+                                                                                  monkeypatch, capsys):
+    def stopped(*args, **kwargs):
+        raise stop
 
-    monkeypatch.setattr(lpl.cli, "write_readouts", allocate)
+    monkeypatch.setattr(lpl.cli, "write_readouts", stopped)
     out = tmp_path / "out"
-    status, _, err = run(["train-deep", "--dataset", "shapes", *DEEP, "--batch-size", "8", "--steps", "2",
-                          "--output-dir", str(out)], capsys)
-    line = error_line(err, "train-deep")
-    assert status == 2 and "training ended and is saved" in line and (out / "logs" / "deep_lpl_run.json").is_file()
-    again = line.split("'")[1]  # the command it suggests fits the readouts the run would have fitted
-    assert again == f"lpl readout {out} --name deep_lpl --grid 4 --epochs 20 --device cpu"
-
-
-def test_ctrl_c_during_the_readouts_after_training_says_how_to_fit_them(tmp_path, monkeypatch, capsys):
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(lpl.cli, "write_readouts", interrupted)
-    out = tmp_path / "out"
-    status, _, err = run(["train-deep", "--dataset", "shapes", *DEEP, "--batch-size", "8", "--steps", "2",
-                          "--output-dir", str(out)], capsys)
-    assert status == 130 and "interrupted while fitting the readouts; training ended and is saved" in err
-    assert f"'lpl readout {out} --name deep_lpl --grid 4 --epochs 20 --device cpu'" in err
+    code, _, err = run(["train-deep", "--dataset", "shapes", *DEEP, "--batch-size", "8", "--steps", "2",
+                        "--output-dir", str(out)], capsys)
+    assert code == status and says in err and (out / "logs" / "deep_lpl_run.json").is_file()
+    again = re.search(r"'(lpl readout [^']*)'", err)  # the command it suggests fits the readouts the run would have
+    assert again and again.group(1) == f"lpl readout {out} --name deep_lpl --grid 4 --epochs 20 --device cpu"
 
 
 def test_other_runtime_errors_are_not_mistaken_for_memory(tmp_path, monkeypatch):
