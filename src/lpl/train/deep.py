@@ -330,7 +330,6 @@ class DeepTrainer:
             record.update({f"layer{layer}_{k}": v.item() for k, v in layer_terms.items()})
         return record
 
-    @torch.no_grad()
     def features(self, data: ImageSet, count: int, on_device: bool = False) -> list[torch.Tensor]:
         """Pooled features of every block for the first ``count`` images, float32 on the CPU (or the device):
         ``lpl.load.features`` under this trainer's autocast and memory format."""
