@@ -110,3 +110,20 @@ def test_each_term_falls_when_optimised(term):
         objective.loss(prev, z).backward()
         optimiser.step()
     assert objective.terms(torch.stack((prev, z.detach())))[term].item() < start - 1e-3
+
+
+@pytest.mark.parametrize("correlation", [False, True])
+def test_decorrelation_over_many_samples_sums_blocks_of_rows_to_the_same_value_and_gradient(correlation):
+    samples = 4 * rules.SPLIT_ROWS  # a full feature map's positions: split into row blocks
+    assert rules._row_blocks(samples) == 4 and rules._row_blocks(samples + 1) == 1
+    z = (torch.randn(2, samples, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 0.3
+         ).requires_grad_()
+    zc = rules.centered(z)
+    zs = rules.standardised(zc) if correlation else zc
+    cov = zs.mT @ zs / (samples - 1)  # the one product, written out
+    expected = (cov.square().sum() - cov.diagonal(dim1=-2, dim2=-1).square().sum()) / 20
+    loss = rules.decorrelation_loss(z, "mean", correlation)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-12)
+    (grad,) = torch.autograd.grad(loss, z)
+    closed = rules.decorrelation_grad_centered(zc.detach(), "mean", correlation)
+    assert torch.allclose(grad, closed, rtol=1e-10, atol=1e-14)

@@ -118,8 +118,28 @@ def off_diagonal_covariance(z: Tensor) -> Tensor:
     return _off_diagonal_covariance_centered(centered(z))
 
 
+SPLIT_ROWS = 8192  # rows per block of a covariance over many samples (full feature maps: a million positions)
+
+
+def _row_blocks(samples: int) -> int:
+    """How many blocks of at least ``SPLIT_ROWS`` rows the samples of a covariance split into evenly (powers of 2)."""
+    blocks = 1
+    while samples % (2 * blocks) == 0 and samples // (2 * blocks) >= SPLIT_ROWS:
+        blocks *= 2
+    return blocks
+
+
 def _off_diagonal_covariance_centered(zc: Tensor) -> Tensor:
-    cov = zc.mT @ zc / (zc.shape[-2] - 1)
+    """``zc.mT @ zc / (S - 1)`` with the diagonal zeroed. Over many samples (S of a million positions, a skinny
+    product with a huge inner dimension) it sums one product per block of rows in float32 instead: the same
+    value, as many independent products as blocks."""
+    blocks = _row_blocks(zc.shape[-2])
+    if blocks > 1:
+        parts = zc.unflatten(-2, (blocks, -1))
+        products = parts.mT @ parts  # bf16 under autocast: summed in float32 (float64 stays float64)
+        cov = products.to(torch.promote_types(products.dtype, torch.float32)).sum(-3) / (zc.shape[-2] - 1)
+    else:
+        cov = zc.mT @ zc / (zc.shape[-2] - 1)
     cov.diagonal(dim1=-2, dim2=-1).zero_()
     return cov
 
