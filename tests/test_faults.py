@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -77,8 +78,9 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(command, tmp_pa
 
 
 def test_sigterm_to_a_real_process_writes_a_resumable_checkpoint_and_says_how_to_resume(tmp_path):
-    """``kill`` (SIGTERM) at an arbitrary point of a run in its own process. SIGINT goes to the same handler
-    (``TrainingRun``); the in-process test above delivers it to every trainer and resumes."""
+    """SIGTERM at an arbitrary point of a run in its own process, sent as ``timeout`` sends it: to the process
+    and at once again to its process group (a pair that once stopped a GPU run at once, without a checkpoint).
+    SIGINT goes to the same handler (``TrainingRun``); the in-process test above delivers it to every trainer."""
     data = tmp_path / "tiny.pt"  # not shapes: the process would spend its time generating them
     images = torch.rand(320, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     torch.save({"images": images, "labels": torch.arange(320) % 4}, data)
@@ -90,11 +92,13 @@ def test_sigterm_to_a_real_process_writes_a_resumable_checkpoint_and_says_how_to
         return flags
 
     process = subprocess.Popen([sys.executable, "-m", "lpl.cli", *args(100_000)[:-1], "--log-every", "20"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     assert process.stdout.readline() == f"training 'lpl' on cpu; results in {out}\n"
     first_log = process.stdout.readline()  # the first diagnostics line: training is under way
     assert first_log.startswith("step 20/")
     process.send_signal(signal.SIGTERM)
+    time.sleep(0.02)  # the handler has run by now, as it had on that GPU
+    os.killpg(process.pid, signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == loop.EXIT_INTERRUPTED
     assert "continue with the same command plus --resume" in err

@@ -243,6 +243,24 @@ def test_ctrl_c_after_checkpoints_says_resume_and_resume_finishes(tmp_path, monk
     assert (out / "activations" / "activations_after.pt").is_file()
 
 
+
+def test_one_signal_sent_twice_at_once_is_one_request_and_a_later_second_signal_stops_at_once():
+    with loop.StopRequest() as stop:
+        stop._handle(signal.SIGTERM, None)
+        stop._handle(signal.SIGTERM, None)  # timeout's second send, to the process group: still finish the step
+        assert stop.signal == signal.SIGTERM
+        loop.StopRequest.last_at -= loop.StopRequest.repeat_s  # a second Ctrl-C a while later: stop at once
+        with pytest.raises(KeyboardInterrupt):
+            stop._handle(signal.SIGINT, None)
+
+
+def test_sigterm_outside_the_training_loop_interrupts_the_command_once():
+    with loop.signals_interrupt():
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)  # the same request again, to the process group: ignored
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
 # ---------------------------------------------------------------------------------------- 5. --device auto
 def test_auto_without_cuda_is_the_cpu_bit_for_bit_and_is_said_and_saved(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

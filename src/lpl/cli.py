@@ -33,7 +33,7 @@ from lpl.swap import SwapConfig, swap_exposure
 from lpl.train.byol import BYOLConfig, train_byol
 from lpl.train.deep import DeepConfig, train_deep
 from lpl.train.dense import HIERARCHICAL, DenseConfig, train_dense
-from lpl.train.run import EXIT_INTERRUPTED, RunResult, after_interrupt, keep_run_locks
+from lpl.train.run import EXIT_INTERRUPTED, RunResult, after_interrupt, keep_run_locks, signals_interrupt
 from lpl.train.sanity import SanityConfig, sanity_check
 from lpl.validation import LPLError
 
@@ -134,8 +134,9 @@ def one_line_warnings(name: str) -> Iterator[None]:
         warnings.formatwarning = previous
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one sub-command; returns the exit status (2 for a user error, with a one-line message)."""
+def main(argv: Sequence[str] | None = None, *, owns_process: bool = False) -> int:
+    """Run one sub-command; returns the exit status (2 for a user error, with a one-line message).
+    ``owns_process``: the process ends with the command, so its signal handling stays until then."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
@@ -147,7 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = parse_config(command.config, rest, prog=f"lpl {name}", description=command.help, preset=command.preset,
                           commands={n: c.config for n, c in COMMANDS.items()})
     try:
-        with keep_run_locks(), one_line_warnings(name):  # a run's folder stays locked until the command ends
+        # a run's folder stays locked until the command ends; SIGTERM stops it as Ctrl-C does
+        with signals_interrupt(restore=not owns_process), keep_run_locks(), one_line_warnings(name):
             result = command.run(config)
     except LPLError as exc:
         return _fail(name, str(exc))
@@ -172,5 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return result.exit_code
 
 
+def cli() -> None:
+    """The ``lpl`` command and ``python -m lpl.cli``: :func:`main` in a process of its own."""
+    sys.exit(main(owns_process=True))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

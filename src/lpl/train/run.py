@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import platform
 import signal
@@ -100,25 +101,64 @@ class RunResult:
 
 
 class StopRequest:
-    """Turns SIGINT/SIGTERM into a flag checked after each step (main thread only)."""
+    """Turns SIGINT/SIGTERM into a flag checked after each step (main thread only). A second signal stops at
+    once, unless it comes within ``repeat_s`` of the first: ``timeout``, job schedulers and terminals send one
+    request to the process and again to its process group, and that pair must still end with a checkpoint."""
+
+    repeat_s: ClassVar[float] = 1.0
+    last_at: ClassVar[float] = -math.inf  # when this process last took a signal as a request to stop
 
     def __init__(self) -> None:
         self.signal: int | None = None
         self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopRequest:
+        StopRequest.last_at = -math.inf  # a run starts with no request (in-process callers run many)
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self.previous[sig] = signal.signal(sig, self._handle)
         return self
 
+    @staticmethod
+    def is_repeat() -> bool:
+        """Whether a signal now repeats the last request (else it is a new one, and counts from now)."""
+        now = time.monotonic()
+        if now - StopRequest.last_at < StopRequest.repeat_s:
+            return True
+        StopRequest.last_at = now
+        return False
+
     def _handle(self, signum: int, _frame: Any) -> None:
-        if self.signal is not None:  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
-        self.signal = signum
+        if not self.is_repeat():
+            if self.signal is not None:  # a second Ctrl-C stops at once
+                raise KeyboardInterrupt
+            self.signal = signum
 
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    if not StopRequest.is_repeat():
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def signals_interrupt(restore: bool = True) -> Iterator[None]:
+    """For a whole command: SIGTERM, like SIGINT, raises KeyboardInterrupt outside the training loop (loading
+    data, fitting readouts), so the command ends with its one-line message instead of SIGTERM's silent death;
+    a repeat of a request being handled (within ``StopRequest.repeat_s``) is ignored. ``restore=False`` keeps
+    this to the end of a process that only runs the command, so a repeat cannot kill it while it exits."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    StopRequest.last_at = -math.inf
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items() if restore else ():
             signal.signal(sig, handler)
 
 
