@@ -5,4 +5,4 @@ import sys
 from lpl.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["sanity", *sys.argv[1:]]))
+    sys.exit(main(["sanity", *sys.argv[1:]], owns_process=True))

@@ -5,4 +5,4 @@ import sys
 from lpl.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["train-hierarchical", *sys.argv[1:]]))
+    sys.exit(main(["train-hierarchical", *sys.argv[1:]], owns_process=True))
