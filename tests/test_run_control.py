@@ -10,6 +10,7 @@ import platform
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -244,22 +245,38 @@ def test_ctrl_c_after_checkpoints_says_resume_and_resume_finishes(tmp_path, monk
 
 
 
-def test_one_signal_sent_twice_at_once_is_one_request_and_a_later_second_signal_stops_at_once():
+def _no_interrupt(send: Callable[[], None]) -> None:
+    try:
+        send()
+    except KeyboardInterrupt:  # a regression must fail this test, not stop the whole session
+        pytest.fail("a repeated stop request interrupted at once")
+
+
+def test_a_repeated_sigterm_is_one_request_and_only_a_later_ctrl_c_stops_at_once():
     with loop.StopRequest() as stop:
         stop._handle(signal.SIGTERM, None)
-        stop._handle(signal.SIGTERM, None)  # timeout's second send, to the process group: still finish the step
+        _no_interrupt(lambda: stop._handle(signal.SIGTERM, None))  # timeout's second send, to the process group
+        _no_interrupt(lambda: stop._handle(signal.SIGINT, None))  # within repeat_s: the same request
+        loop.StopRequest.first_at -= 10 * loop.StopRequest.repeat_s  # handled late (after a long GPU call)
+        _no_interrupt(lambda: stop._handle(signal.SIGTERM, None))  # SIGTERM never escalates
         assert stop.signal == signal.SIGTERM
-        loop.StopRequest.last_at -= loop.StopRequest.repeat_s  # a second Ctrl-C a while later: stop at once
         with pytest.raises(KeyboardInterrupt):
-            stop._handle(signal.SIGINT, None)
+            stop._handle(signal.SIGINT, None)  # Ctrl-C pressed again: stop without waiting
 
 
-def test_sigterm_outside_the_training_loop_interrupts_the_command_once():
-    with loop.signals_interrupt():
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGTERM)
-        os.kill(os.getpid(), signal.SIGTERM)  # the same request again, to the process group: ignored
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+@pytest.mark.parametrize("owns_process", [False, True])
+def test_sigterm_outside_the_training_loop_interrupts_the_command_once(owns_process):
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with loop.signals_interrupt(owns_process):
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGTERM)
+            _no_interrupt(lambda: os.kill(os.getpid(), signal.SIGTERM))  # the same request again: ignored
+        # a process that ends with the command ignores both from then on: Python's shutdown restores defaults
+        assert signal.getsignal(signal.SIGTERM) == (signal.SIG_IGN if owns_process else before[signal.SIGTERM])
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 # ---------------------------------------------------------------------------------------- 5. --device auto
 def test_auto_without_cuda_is_the_cpu_bit_for_bit_and_is_said_and_saved(tmp_path, monkeypatch, capsys):

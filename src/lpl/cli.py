@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None, *, owns_process: bool = False) -> in
                           commands={n: c.config for n, c in COMMANDS.items()})
     try:
         # a run's folder stays locked until the command ends; SIGTERM stops it as Ctrl-C does
-        with signals_interrupt(restore=not owns_process), keep_run_locks(), one_line_warnings(name):
+        with signals_interrupt(owns_process), keep_run_locks(), one_line_warnings(name):
             result = command.run(config)
     except LPLError as exc:
         return _fail(name, str(exc))

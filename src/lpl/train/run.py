@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import os
 import platform
 import signal
@@ -101,65 +100,69 @@ class RunResult:
 
 
 class StopRequest:
-    """Turns SIGINT/SIGTERM into a flag checked after each step (main thread only). A second signal stops at
-    once, unless it comes within ``repeat_s`` of the first: ``timeout``, job schedulers and terminals send one
-    request to the process and again to its process group, and that pair must still end with a checkpoint."""
+    """Turns SIGINT/SIGTERM into a flag checked after each step (main thread only), so the step finishes and a
+    checkpoint is written. Further SIGTERMs are the same request (``timeout`` and job schedulers send it to the
+    process and again to its process group; what they send next is SIGKILL); a further Ctrl-C more than
+    ``repeat_s`` after the first stops at once."""
 
     repeat_s: ClassVar[float] = 1.0
-    last_at: ClassVar[float] = -math.inf  # when this process last took a signal as a request to stop
+    first_at: ClassVar[float | None] = None  # when the run or command took its first signal (one per process)
 
     def __init__(self) -> None:
         self.signal: int | None = None
         self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopRequest:
-        StopRequest.last_at = -math.inf  # a run starts with no request (in-process callers run many)
+        StopRequest.first_at = None  # a run starts with no request (callers in one process may run many)
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self.previous[sig] = signal.signal(sig, self._handle)
         return self
 
     @staticmethod
-    def is_repeat() -> bool:
-        """Whether a signal now repeats the last request (else it is a new one, and counts from now)."""
+    def take(signum: int) -> str:
+        """What a signal now is: "first" (noted), "again" (a Ctrl-C more than ``repeat_s`` after the first:
+        stop at once) or "repeat" (the same request: nothing to do)."""
         now = time.monotonic()
-        if now - StopRequest.last_at < StopRequest.repeat_s:
-            return True
-        StopRequest.last_at = now
-        return False
+        if StopRequest.first_at is None:
+            StopRequest.first_at = now
+            return "first"
+        return "again" if signum == signal.SIGINT and now - StopRequest.first_at >= StopRequest.repeat_s else "repeat"
 
     def _handle(self, signum: int, _frame: Any) -> None:
-        if not self.is_repeat():
-            if self.signal is not None:  # a second Ctrl-C stops at once
-                raise KeyboardInterrupt
+        taken = self.take(signum)
+        if taken == "first":
             self.signal = signum
+        elif taken == "again":
+            raise KeyboardInterrupt
 
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
 
 
-def _interrupt(_signum: int, _frame: Any) -> None:
-    if not StopRequest.is_repeat():
+def _interrupt(signum: int, _frame: Any) -> None:
+    if StopRequest.take(signum) != "repeat":
         raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
-def signals_interrupt(restore: bool = True) -> Iterator[None]:
+def signals_interrupt(owns_process: bool = False) -> Iterator[None]:
     """For a whole command: SIGTERM, like SIGINT, raises KeyboardInterrupt outside the training loop (loading
     data, fitting readouts), so the command ends with its one-line message instead of SIGTERM's silent death;
-    a repeat of a request being handled (within ``StopRequest.repeat_s``) is ignored. ``restore=False`` keeps
-    this to the end of a process that only runs the command, so a repeat cannot kill it while it exits."""
+    repeats are handled as in :class:`StopRequest`. ``owns_process``: the process ends with the command, so
+    both signals are ignored from then on (Python's shutdown would restore their defaults, and a repeat of the
+    request would kill the process before it reports its status). Main thread only."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    StopRequest.last_at = -math.inf
+    StopRequest.first_at = None
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        for sig, handler in previous.items() if restore else ():
-            signal.signal(sig, handler)
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_IGN if owns_process else handler)
 
 
 class RunLock:
