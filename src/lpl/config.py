@@ -88,6 +88,11 @@ def require_positive(config: Any, *names: str) -> None:
         require(value is None or value > 0, f"{flag(name)} must be a positive {kind}, got {value}")
 
 
+def field_names(config: Any) -> set[str]:
+    """The names of a dataclass's fields (a class or an instance)."""
+    return {f.name for f in dataclasses.fields(config)}
+
+
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -344,7 +349,7 @@ def _owned_options(config_cls: type, values: Mapping[str, Any]) -> set[str] | No
     when the class has no owners or the owner is unknown (the config's own check then says so)."""
     owner = values.get(getattr(config_cls, "option_owner", ""))
     groups = config_cls.option_groups() if hasattr(config_cls, "option_groups") else {}
-    return {f.name for f in dataclasses.fields(groups[owner])} if owner in groups else None
+    return field_names(groups[owner]) if owner in groups else None
 
 
 def saved_settings(config_cls: type, path: Path, commands: Mapping[str, type] | None = None) -> dict[str, Any]:
@@ -356,11 +361,11 @@ def saved_settings(config_cls: type, path: Path, commands: Mapping[str, type] | 
     if saved is None or not isinstance(settings, dict):
         raise LPLError(f"--config {path} is not a saved run config (a run's <output-dir>/logs/<name>_run.json); "
                        f"check the path")
-    names = {f.name for f in dataclasses.fields(config_cls)}
+    names = field_names(config_cls)
     foreign = sorted(set(settings) - names)
     if foreign:
         owners = [f"lpl {name}" for name, cls in (commands or {}).items()
-                  if set(settings) <= {f.name for f in dataclasses.fields(cls)}]
+                  if set(settings) <= field_names(cls)]
         raise LPLError(f"--config {path} holds the settings of {' or '.join(owners) or 'another command'}, not of "
                        f"this one ({', '.join(flag(k) for k in foreign[:3])} are not its flags); pass it to "
                        f"{'that command' if owners else 'the command that wrote it'}")
@@ -377,7 +382,7 @@ def resumed_run(config: Any) -> Path | None:
     layout = config.layout()
     if layout.record_file.is_file():
         return layout.record_file
-    names = {f.name for f in dataclasses.fields(config)}
+    names = field_names(config)
     suffix = layout.record_file.name.removeprefix(layout.name)
     found = [p for p in sorted(layout.logs.glob(f"*{suffix}"))
              if isinstance(settings := (read_json(p) or {}).get("config"), dict) and set(settings) <= names]

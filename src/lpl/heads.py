@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lpl import rules
-from lpl.config import flag, option, require
+from lpl.config import field_names, flag, option, require
 from lpl.convnet import ConvNet, distributed, full_precision, gather_batch, gather_views, grid_pool
 from lpl.objective import LPLObjective
 from lpl.terms import LPL_TERMS, Term
@@ -111,10 +111,10 @@ def head_class(name: str) -> type[LayerHead]:
 def head_options(name: str, values: Mapping[str, Any] | None = None) -> Any:
     """The ``Options`` of head ``name`` with ``values`` set; one clear error for a setting it does not have."""
     cls = head_class(name)
-    known = {f.name for f in fields(cls.Options)}
+    known = field_names(cls.Options)
     unknown = sorted(set(values or {}) - known)
     if unknown:
-        owners = {k: [n for n, h in HEADS.items() if k in {f.name for f in fields(h.Options)}] for k in unknown}
+        owners = {k: [n for n, h in HEADS.items() if k in field_names(h.Options)] for k in unknown}
         detail = "; ".join(f"{flag(k)} belongs to {', '.join(v) or 'no objective'}"
                            for k, v in owners.items())
         raise LPLError(f"--objective {name} has no such setting: {detail}")
