@@ -77,6 +77,17 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(command, tmp_pa
     _assert_same_outputs(command, tmp_path / "whole", tmp_path / "split")
 
 
+@pytest.mark.parametrize("command", ["train", "train-deep"])
+def test_a_run_stopped_at_its_time_limit_resumes_to_the_uninterrupted_result(command, tmp_path, capsys):
+    assert main(_args(command, tmp_path / "whole")) == 0
+    split = _args(command, tmp_path / "split")
+    assert main([*split, "--stop-after-minutes", "1e-9"]) == loop.EXIT_TIME_LIMIT  # after the first step
+    assert "stopped after --stop-after-minutes 1e-09 at step 1; checkpoint" in capsys.readouterr().err
+    statuses = [main([*split, "--resume"]) for _ in range(5)]  # --resume keeps the limit: a job's loop
+    assert statuses == [loop.EXIT_TIME_LIMIT] * 4 + [0]  # a step per session; the last one finishes
+    _assert_same_outputs(command, tmp_path / "whole", tmp_path / "split")
+
+
 def test_sigterm_to_a_real_process_writes_a_resumable_checkpoint_and_says_how_to_resume(tmp_path):
     """SIGTERM at an arbitrary point of a run in its own process, sent as ``timeout`` sends it: to the process
     and again to its process group. Taken as "stop at once" during a step, the second one once lost a GPU
@@ -269,7 +280,7 @@ def test_a_slow_disk_postpones_checkpoints_and_never_holds_up_training(tmp_path,
     state = SimpleNamespace(step=0)
     trainer = SimpleNamespace(state_dict=lambda: {"step": state.step}, load_state_dict=lambda saved: None)
     layout = RunLayout(tmp_path, "slow", "slow_activations")
-    schedule = Schedule(12, 100, checkpoint_every=3, checkpoint_minutes=0)
+    schedule = Schedule(12, 100, checkpoint_every=3, checkpoint_minutes=0, stop_after_minutes=0)
     with TrainingRun(Config(), layout, schedule, trainer, lambda tag: None, 1) as run:
         for step in run.steps():
             state.step = step

@@ -155,7 +155,7 @@ def check_device(device: str) -> None:
 # Settings that say how a run is carried out, not what it computes: a run may resume under other
 # values, and comparisons of runs do not list them as differences.
 RUN_CONTROL = frozenset({"resume", "overwrite", "log_every", "checkpoint_every", "checkpoint_minutes",
-                         "keep_checkpoints", "progress", "evaluate", "tensorboard"})
+                         "keep_checkpoints", "stop_after_minutes", "progress", "evaluate", "tensorboard"})
 # Where a run happens: hardware, compilation and file locations (results equal up to floating-point order).
 PLACEMENT = frozenset({"device", "compile", "download", "data_dir", "output_dir"})
 # Settings that name files or folders, relative to the working folder of the run given them (a data set may
@@ -187,6 +187,8 @@ class RunOptions:
     checkpoint_minutes: float = option(5.0, "minutes between checkpoints (0: only at the end, on a signal "
                                        "and on a NaN stop)")
     keep_checkpoints: int = option(3, "how many recent checkpoints to keep")
+    stop_after_minutes: float = option(0.0, "stop with a checkpoint after this many minutes of training (a job's "
+                                       "time limit; exit 75), to continue with --resume; 0: no limit")
     resume: bool = option(False, "continue from the latest good checkpoint of this run")
     overwrite: bool = option(False, "replace the outputs of an earlier run of the same name")
     progress: bool = option(True, "show a progress bar (when stderr is a terminal)")
@@ -196,6 +198,8 @@ class RunOptions:
     def __post_init__(self) -> None:
         check_fields(self)
         require(not (self.resume and self.overwrite), "--resume and --overwrite exclude each other; pick one")
+        require(self.stop_after_minutes >= 0, f"--stop-after-minutes must be >= 0 (0: no limit), "
+                f"got {self.stop_after_minutes}")
         require(not self.tensorboard or find_spec("tensorboard") is not None, "--tensorboard needs the "
                 "tensorboard package, which is not installed; pip install 'lpl[tensorboard]', or leave it out")
         self.device = resolve_device(self.device)

@@ -105,7 +105,7 @@ def train_byol(config: BYOLConfig) -> RunResult:
 
     state = StateGroup(model=model, optimizer=optimizer, stream=stream, history=history)
     with TrainingRun(config, layout, schedule=Schedule(config.steps, config.log_every, config.checkpoint_every,
-                                                       config.checkpoint_minutes),
+                                                       config.checkpoint_minutes, config.stop_after_minutes),
                      state=state, export=export, samples_per_step=config.batch_size,
                      describe=config.describe(train, test)) as run:
         for step in run.steps():

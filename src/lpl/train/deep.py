@@ -200,7 +200,8 @@ def schedule_for(config: DeepConfig, train_size: int) -> tuple[Schedule, int]:
     """The run's step counts and its steps per epoch, from the data set size."""
     per_epoch = max(1, train_size // config.batch_size)
     steps = config.steps or config.epochs * per_epoch
-    return Schedule(steps, config.log_every or per_epoch, config.checkpoint_every, config.checkpoint_minutes), per_epoch
+    return Schedule(steps, config.log_every or per_epoch, config.checkpoint_every, config.checkpoint_minutes,
+                    config.stop_after_minutes), per_epoch
 
 
 def join_process_group(config: DeepConfig) -> tuple[int, int, torch.device]:

@@ -137,7 +137,8 @@ def train_dense(config: DenseConfig) -> RunResult:
     stream = PairStream(train, config.pairs, config.seed + 1, augment, device, config.max_offset)
     stack = DenseLPLStack(config.dims, config.seed).to(device)
     objective, plasticity, layout = config.objective(), config.plasticity(), config.layout()
-    schedule = Schedule(config.steps, config.log_every, config.checkpoint_every, config.checkpoint_minutes)
+    schedule = Schedule(config.steps, config.log_every, config.checkpoint_every, config.checkpoint_minutes,
+                        config.stop_after_minutes)
 
     def export(tag: str) -> None:
         save_export(layout.activation_file(tag), stack.representations(eval_inputs), eval_labels,

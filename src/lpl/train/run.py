@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import platform
 import signal
@@ -48,6 +49,7 @@ except ImportError:  # Windows: runs are not locked
     fcntl = None  # type: ignore[assignment]
 
 EXIT_NONFINITE = 3
+EXIT_TIME_LIMIT = 75  # sysexits' EX_TEMPFAIL: stopped at --stop-after-minutes, to be continued with --resume
 EXIT_INTERRUPTED = 130
 # Config fields that may differ between a run and its resumption without changing its results (placement: up to
 # floating-point order).
@@ -62,6 +64,7 @@ class Schedule:
     log_every: int
     checkpoint_every: int       # steps between checkpoints; 0 = by wall time only
     checkpoint_minutes: float   # 0 = only at the end, on a signal and on a NaN stop
+    stop_after_minutes: float   # of training in this session, then a checkpoint and a stop; 0 = no limit
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.log_every < 1:
@@ -90,12 +93,15 @@ class StateGroup:
 
 @dataclass
 class RunResult:
-    status: str = "completed"  # "completed", "nonfinite" or "interrupted"
+    status: str = "completed"  # "completed", "nonfinite" or "interrupted" (by a signal or the time limit)
     step: int = 0
     message: str = ""
+    timed_out: bool = False  # interrupted at --stop-after-minutes
 
     @property
     def exit_code(self) -> int:
+        if self.timed_out:
+            return EXIT_TIME_LIMIT
         return {"completed": 0, "nonfinite": EXIT_NONFINITE, "interrupted": EXIT_INTERRUPTED}[self.status]
 
 
@@ -442,6 +448,7 @@ class TrainingRun:
                    disable=None if self.config.progress else True, dynamic_ncols=True)  # None: on a terminal only
         self._last_log = (time.perf_counter(), self.start)
         last_checkpoint, due = time.monotonic(), False
+        deadline = last_checkpoint + 60 * schedule.stop_after_minutes if schedule.stop_after_minutes else math.inf
         try:
             for step in range(self.start + 1, schedule.steps + 1):
                 yield step
@@ -449,11 +456,14 @@ class TrainingRun:
                     return
                 self.result.step = step
                 bar.update(1)
-                if self.stop.signal is not None:
+                timed_out = step < schedule.steps and time.monotonic() >= deadline
+                if self.stop.signal is not None or timed_out:
                     saved = self.writer.save(self._checkpoint_state(step), step)
                     self.records.append({"step": step, "event": "interrupted"})
-                    self.result = RunResult("interrupted", step, f"interrupted by signal {self.stop.signal} at step "
-                                            f"{step}; checkpoint {saved}; continue with the same command plus --resume")
+                    why = (f"stopped after --stop-after-minutes {schedule.stop_after_minutes:g}" if timed_out
+                           else f"interrupted by signal {self.stop.signal}")
+                    self.result = RunResult("interrupted", step, f"{why} at step {step}; checkpoint {saved}; "
+                                            f"continue with the same command plus --resume", timed_out)
                     return
                 by_steps = schedule.checkpoint_every and step % schedule.checkpoint_every == 0
                 by_time = (schedule.checkpoint_minutes

@@ -68,7 +68,7 @@ def sanity_check(config: SanityConfig) -> int:
             generator.set_state(state["generator"])
 
     collapsed = 0
-    schedule = Schedule(config.steps, config.log_every, 0, config.checkpoint_minutes)
+    schedule = Schedule(config.steps, config.log_every, 0, config.checkpoint_minutes, config.stop_after_minutes)
     describe = {"writer": "lpl sanity",
                 "network": {"kind": "dense", "dims": [config.features, config.units], "activation": "5 tanh(a / 5)"},
                 "objective": {"name": "lpl", "summary": "LPL's local rule on random inputs and their noisy copies",
